@@ -1,0 +1,1 @@
+//! Parsing one command line (without its CRLF) into a command.
