@@ -11,7 +11,7 @@ pub mod parse;
 pub mod reply;
 
 pub use codec::{Codec, Frame};
-pub use command::{Command, JobId, PutBody, Priority, Seconds, TubeName};
+pub use command::{Command, JobId, Priority, PutBody, Seconds, TubeName};
 pub use reply::Reply;
 
 /// Longest command line, CRLF included (beanstalkd's `LINE_BUF_SIZE`).

@@ -15,9 +15,15 @@ pub enum Reply {
     /// Answer to `bury` (and to a `release` that had to bury).
     Buried,
     /// `RESERVED <id> <bytes>`; `body` includes its trailing CRLF.
-    Reserved { id: JobId, body: Bytes },
+    Reserved {
+        id: JobId,
+        body: Bytes,
+    },
     /// `FOUND <id> <bytes>`; `body` includes its trailing CRLF.
-    Found { id: JobId, body: Bytes },
+    Found {
+        id: JobId,
+        body: Bytes,
+    },
     /// `OK <bytes>` followed by a YAML document (without the final CRLF).
     Ok(Bytes),
     Using(TubeName),
@@ -133,10 +139,16 @@ mod tests {
         let body = Bytes::from_static(b"hello\r\n");
         let cases: Vec<(Reply, &[u8])> = vec![
             (Reply::Inserted(1), b"INSERTED 1\r\n"),
-            (Reply::BuriedId(18446744073709551615), b"BURIED 18446744073709551615\r\n"),
+            (
+                Reply::BuriedId(18446744073709551615),
+                b"BURIED 18446744073709551615\r\n",
+            ),
             (Reply::Buried, b"BURIED\r\n"),
             (
-                Reply::Reserved { id: 7, body: body.clone() },
+                Reply::Reserved {
+                    id: 7,
+                    body: body.clone(),
+                },
                 b"RESERVED 7 5\r\nhello\r\n",
             ),
             (Reply::Found { id: 0, body }, b"FOUND 0 5\r\nhello\r\n"),

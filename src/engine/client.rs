@@ -1,0 +1,53 @@
+//! Per-connection queue state: the used tube, the watch list, reservations
+//! and an ongoing blocking reserve.
+
+use super::{Time, TubeIdx};
+use crate::protocol::JobId;
+use std::collections::BTreeSet;
+
+/// A connection waiting in `reserve`.
+#[derive(Debug, Clone, Copy)]
+pub struct Wait {
+    /// Orders waiters: the smallest has waited longest.
+    pub seq: u64,
+    /// When `reserve-with-timeout` gives up; `None` waits forever.
+    pub timeout_at: Option<Time>,
+    /// The wake-up currently scheduled in the timers.
+    pub timer: Option<Time>,
+}
+
+#[derive(Debug)]
+pub struct Client {
+    pub using: TubeIdx,
+    /// Watched tubes; `ignore` swap-removes, as beanstalkd does, so order is observable.
+    pub watching: Vec<TubeIdx>,
+    /// Reserved jobs by TTR deadline, so the soonest is the first.
+    pub reserved: BTreeSet<(Time, JobId)>,
+    pub wait: Option<Wait>,
+    pub producer: bool,
+    pub worker: bool,
+}
+
+impl Client {
+    pub fn new(default_tube: TubeIdx) -> Client {
+        Client {
+            using: default_tube,
+            watching: vec![default_tube],
+            reserved: BTreeSet::new(),
+            wait: None,
+            producer: false,
+            worker: false,
+        }
+    }
+
+    /// When the 1-second safety margin before the soonest TTR deadline starts.
+    pub fn margin_at(&self) -> Option<Time> {
+        self.reserved
+            .first()
+            .map(|&(deadline, _)| deadline.saturating_sub(super::SAFETY_MARGIN))
+    }
+
+    pub fn is_deadline_soon(&self, now: Time) -> bool {
+        self.margin_at().is_some_and(|m| now >= m)
+    }
+}

@@ -1,0 +1,171 @@
+//! The one owner of the engine: a mutex around it, plus the channels that
+//! carry replies to connections blocked in `reserve`.
+//!
+//! Every critical section is short and does no I/O: sessions lock once per
+//! batch of pipelined commands, the timer task once per tick. Keeping the
+//! ownership choice in this module lets it change (owner task vs inline lock)
+//! without touching sessions or the engine.
+
+use crate::clock::Clock;
+use crate::engine::{ClientId, Engine, Outcome, Time};
+use crate::protocol::{Command, Frame, Reply};
+use bytes::BytesMut;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use tokio::sync::{oneshot, Notify};
+
+/// How a session's batch ended.
+#[derive(Debug)]
+pub enum Step {
+    /// Every frame was answered.
+    Done,
+    /// The client is blocked in reserve; the answer comes on this channel.
+    Wait(oneshot::Receiver<Reply>),
+    /// The client sent `quit`.
+    Quit,
+}
+
+#[derive(Debug)]
+struct State {
+    engine: Engine,
+    waiters: HashMap<ClientId, oneshot::Sender<Reply>>,
+}
+
+#[derive(Debug)]
+pub struct Hub {
+    state: Mutex<State>,
+    clock: Clock,
+    /// Wakes the timer task when a deadline earlier than its target appears.
+    timer_wake: Notify,
+    /// The deadline the timer task sleeps towards (`u64::MAX`: none).
+    timer_target: AtomicU64,
+}
+
+const NO_DEADLINE: u64 = u64::MAX;
+
+impl Hub {
+    pub fn new(engine: Engine, clock: Clock) -> Hub {
+        Hub {
+            state: Mutex::new(State {
+                engine,
+                waiters: HashMap::new(),
+            }),
+            clock,
+            timer_wake: Notify::new(),
+            timer_target: AtomicU64::new(NO_DEADLINE),
+        }
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug; the state is still the
+        // best we have, so keep serving rather than cascading the panic.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn connect(&self) -> ClientId {
+        self.lock().engine.connect()
+    }
+
+    pub fn disconnect(&self, client: ClientId) {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        state.waiters.remove(&client);
+        state.engine.disconnect(now, client);
+        self.after_change(&mut state);
+    }
+
+    /// Applies queued frames in order until they run out, the client blocks
+    /// or quits. Replies are appended to `out`.
+    pub fn run(&self, client: ClientId, frames: &mut VecDeque<Frame>, out: &mut BytesMut) -> Step {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let mut step = Step::Done;
+        while let Some(frame) = frames.pop_front() {
+            let cmd = match frame {
+                Frame::Error(reply) => {
+                    reply.encode(out);
+                    continue;
+                }
+                Frame::Command(Command::Quit) => {
+                    step = Step::Quit;
+                    break;
+                }
+                Frame::Command(cmd) => cmd,
+            };
+            match state.engine.apply(now, client, cmd) {
+                Outcome::Reply(reply) => reply.encode(out),
+                Outcome::Wait => {
+                    let (tx, rx) = oneshot::channel();
+                    state.waiters.insert(client, tx);
+                    step = Step::Wait(rx);
+                    break;
+                }
+            }
+        }
+        self.after_change(&mut state);
+        step
+    }
+
+    /// Ends a blocked reserve because the peer half-closed. Returns false if
+    /// the reserve had already been answered.
+    pub fn abandon_wait(&self, client: ClientId) -> bool {
+        let mut state = self.lock();
+        state.waiters.remove(&client);
+        state.engine.time_out_wait(client)
+    }
+
+    /// Runs due timers; returns the next deadline.
+    pub fn tick(&self) -> Option<Time> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let next = state.engine.tick(now);
+        self.timer_target
+            .store(next.unwrap_or(NO_DEADLINE), Ordering::SeqCst);
+        self.deliver_wakeups(&mut state);
+        next
+    }
+
+    /// Puts the server in drain mode (SIGUSR1).
+    pub fn set_draining(&self, draining: bool) {
+        self.lock().engine.set_draining(draining);
+    }
+
+    /// Runs `f` on the engine (tests, invariant checks).
+    pub fn with_engine<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
+        let mut state = self.lock();
+        let r = f(&mut state.engine);
+        self.after_change(&mut state);
+        r
+    }
+
+    /// Waits until a new, earlier deadline may exist.
+    pub async fn timer_changed(&self) {
+        self.timer_wake.notified().await
+    }
+
+    fn after_change(&self, state: &mut State) {
+        self.deliver_wakeups(state);
+        if let Some(next) = state.engine.next_deadline() {
+            if next < self.timer_target.load(Ordering::SeqCst) {
+                self.timer_target.store(next, Ordering::SeqCst);
+                self.timer_wake.notify_one();
+            }
+        }
+    }
+
+    fn deliver_wakeups(&self, state: &mut State) {
+        let State { engine, waiters } = state;
+        for (client, reply) in engine.take_wakeups() {
+            if let Some(tx) = waiters.remove(&client) {
+                // A session that is gone has its reservation returned by
+                // its disconnect, so a failed send loses nothing.
+                let _ = tx.send(reply);
+            }
+        }
+    }
+}
