@@ -1,7 +1,9 @@
 //! Where the server's notion of "now" comes from.
 //!
-//! The engine counts time in nanoseconds from an origin. In production that
-//! is a monotonic `Instant`; in tests it is a manual clock that only moves
+//! The engine counts time in nanoseconds. In production that is a monotonic
+//! `Instant` anchored at the Unix epoch time of start-up: it never jumps
+//! while the server runs, yet the binlog's deadlines and creation times stay
+//! meaningful across restarts. In tests it is a manual clock that only moves
 //! when the test says so, which makes every delay, TTR and timeout rule
 //! deterministic without sleeping.
 
@@ -12,16 +14,20 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub enum Clock {
-    /// Monotonic time since `origin`.
-    System { origin: Instant },
+    /// `base` (Unix nanoseconds at `origin`) plus monotonic time since `origin`.
+    System { origin: Instant, base: u64 },
     /// Time that moves only through [`Clock::advance`].
     Manual(Arc<AtomicU64>),
 }
 
 impl Clock {
     pub fn system() -> Clock {
+        let base = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
         Clock::System {
             origin: Instant::now(),
+            base,
         }
     }
 
@@ -32,7 +38,7 @@ impl Clock {
 
     pub fn now(&self) -> Time {
         match self {
-            Clock::System { origin } => origin.elapsed().as_nanos() as Time,
+            Clock::System { origin, base } => base + origin.elapsed().as_nanos() as Time,
             Clock::Manual(t) => t.load(Ordering::SeqCst),
         }
     }
@@ -48,8 +54,8 @@ impl Clock {
     /// `None` for a manual clock, which never elapses by itself.
     pub fn deadline(&self, at: Time) -> Option<tokio::time::Instant> {
         match self {
-            Clock::System { origin } => Some(tokio::time::Instant::from_std(
-                *origin + Duration::from_nanos(at),
+            Clock::System { origin, base } => Some(tokio::time::Instant::from_std(
+                *origin + Duration::from_nanos(at.saturating_sub(*base)),
             )),
             Clock::Manual(_) => None,
         }

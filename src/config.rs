@@ -53,6 +53,11 @@ struct Flags {
     #[arg(short = 'z', value_name = "BYTES", default_value_t = DEFAULT_MAX_JOB_SIZE)]
     max_job_size: u32,
 
+    /// Start even if the binlog is damaged in the middle, dropping the
+    /// records after the damage in each damaged file (they are lost).
+    #[arg(long = "skip-corrupt-binlog", action = ArgAction::SetTrue)]
+    skip_corrupt: bool,
+
     /// Increase verbosity (repeatable).
     #[arg(short = 'V', action = ArgAction::Count)]
     verbose: u8,
@@ -93,6 +98,8 @@ pub struct Config {
     pub binlog_dir: Option<PathBuf>,
     pub binlog_size: u64,
     pub sync: SyncPolicy,
+    /// Start despite mid-log corruption, dropping what follows it.
+    pub skip_corrupt: bool,
     pub user: Option<String>,
     pub verbosity: u8,
 }
@@ -108,6 +115,7 @@ impl Default for Config {
             binlog_dir: None,
             binlog_size: DEFAULT_BINLOG_SIZE,
             sync: SyncPolicy::Every(std::time::Duration::from_millis(50)),
+            skip_corrupt: false,
             user: None,
             verbosity: 0,
         }
@@ -171,6 +179,7 @@ where
         binlog_dir: flags.binlog_dir,
         binlog_size: flags.binlog_size,
         sync,
+        skip_corrupt: flags.skip_corrupt,
         user: flags.user,
         verbosity: flags.verbose,
     })

@@ -6,14 +6,23 @@
 //! ownership choice in this module lets it change (owner task vs inline lock)
 //! without touching sessions or the engine.
 
+use crate::binlog::SyncShared;
 use crate::clock::Clock;
 use crate::engine::{ClientId, Engine, Outcome, Time};
 use crate::protocol::{Command, Frame, Reply};
 use bytes::BytesMut;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{oneshot, Notify};
+
+/// What a session must do after a batch: wait for the binlog to reach
+/// `sync_to` on disk (`-f 0`) before writing the replies, then act on `step`.
+#[derive(Debug)]
+pub struct Batch {
+    pub step: Step,
+    pub sync_to: Option<u64>,
+}
 
 /// How a session's batch ended.
 #[derive(Debug)]
@@ -40,12 +49,15 @@ pub struct Hub {
     timer_wake: Notify,
     /// The deadline the timer task sleeps towards (`u64::MAX`: none).
     timer_target: AtomicU64,
+    /// Set when replies must wait for their binlog records to be synced.
+    sync: Option<Arc<SyncShared>>,
 }
 
 const NO_DEADLINE: u64 = u64::MAX;
 
 impl Hub {
-    pub fn new(engine: Engine, clock: Clock) -> Hub {
+    /// `sync` is the binlog's sync handle, when persistence is on.
+    pub fn new(engine: Engine, clock: Clock, sync: Option<Arc<SyncShared>>) -> Hub {
         Hub {
             state: Mutex::new(State {
                 engine,
@@ -54,6 +66,7 @@ impl Hub {
             clock,
             timer_wake: Notify::new(),
             timer_target: AtomicU64::new(NO_DEADLINE),
+            sync: sync.filter(|s| s.sync_before_reply()),
         }
     }
 
@@ -81,9 +94,10 @@ impl Hub {
 
     /// Applies queued frames in order until they run out, the client blocks
     /// or quits. Replies are appended to `out`.
-    pub fn run(&self, client: ClientId, frames: &mut VecDeque<Frame>, out: &mut BytesMut) -> Step {
+    pub fn run(&self, client: ClientId, frames: &mut VecDeque<Frame>, out: &mut BytesMut) -> Batch {
         let now = self.clock.now();
         let mut state = self.lock();
+        let logged_before = state.engine.journal_position();
         let mut step = Step::Done;
         while let Some(frame) = frames.pop_front() {
             let cmd = match frame {
@@ -107,8 +121,28 @@ impl Hub {
                 }
             }
         }
+        state.engine.maintain_journal();
+        let logged = state.engine.journal_position();
         self.after_change(&mut state);
-        step
+        let sync_to = match (&self.sync, logged) {
+            (Some(_), Some(pos)) if Some(pos) != logged_before => Some(pos),
+            _ => None,
+        };
+        Batch { step, sync_to }
+    }
+
+    /// Waits until the binlog is on disk up to `pos` (group commit: one
+    /// fsync serves every session waiting at that moment).
+    pub async fn wait_synced(&self, pos: u64) -> std::io::Result<()> {
+        match &self.sync {
+            Some(sync) => sync.wait_synced(pos).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes the binlog to disk (graceful shutdown).
+    pub fn sync_journal(&self) -> std::io::Result<()> {
+        self.lock().engine.sync_journal()
     }
 
     /// Ends a blocked reserve because the peer half-closed. Returns false if

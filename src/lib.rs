@@ -14,6 +14,7 @@
 //! [`server`] (listeners, timer task, shutdown), [`config`] (command line).
 
 pub mod clock;
+pub mod binlog;
 pub mod config;
 pub mod engine;
 pub mod hub;

@@ -3,6 +3,7 @@
 //! The server owns the [`Hub`]; each accepted connection becomes a session
 //! task, and one timer task sleeps until the engine's next deadline.
 
+use crate::binlog;
 use crate::clock::Clock;
 use crate::config::{Config, Listen};
 use crate::engine::{Engine, EngineConfig, HostInfo};
@@ -44,7 +45,7 @@ impl Server {
             Listen::Tcp { host, port } => Listener::Tcp(bind_tcp(host, *port).await?),
             Listen::Unix(path) => Listener::Unix(bind_unix(path)?, path.clone()),
         };
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             EngineConfig {
                 max_job_size: config.max_job_size,
                 binlog_max_size: config.binlog_size,
@@ -52,9 +53,23 @@ impl Server {
             },
             clock.now(),
         );
+        let mut sync = None;
+        if let Some(dir) = &config.binlog_dir {
+            let (binlog, recovered) =
+                binlog::open(dir, config.binlog_size, config.sync, config.skip_corrupt)?;
+            tracing::info!(
+                dir = %dir.display(),
+                jobs = recovered.jobs.len(),
+                records = recovered.records,
+                "binlog replayed"
+            );
+            sync = Some(binlog.sync_handle());
+            engine.set_journal(Box::new(binlog));
+            engine.restore(clock.now(), recovered);
+        }
         Ok(Server {
             listener,
-            hub: Arc::new(Hub::new(engine, clock)),
+            hub: Arc::new(Hub::new(engine, clock, sync)),
             max_job_size: config.max_job_size,
         })
     }
@@ -78,6 +93,9 @@ impl Server {
             _ = shutdown => {}
         }
         timer.abort();
+        if let Err(e) = self.hub.sync_journal() {
+            tracing::error!("binlog sync at shutdown failed: {e}");
+        }
         if let Listener::Unix(_, path) = &self.listener {
             let _ = std::fs::remove_file(path);
         }

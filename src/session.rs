@@ -60,7 +60,12 @@ where
                 // so `current-connections` does not count them.
                 tokio::task::yield_now().await;
             }
-            match hub.run(client, &mut frames, &mut output) {
+            let batch = hub.run(client, &mut frames, &mut output);
+            if let Some(pos) = batch.sync_to {
+                // Nothing is acknowledged before it is on disk (-f 0).
+                hub.wait_synced(pos).await?;
+            }
+            match batch.step {
                 Step::Done => {}
                 Step::Quit => return flush(stream, &mut output).await,
                 Step::Wait(reply) => {

@@ -56,6 +56,8 @@ pub struct Job {
     /// Reserved: who holds it. Buried: its place in the tube's FIFO.
     pub holder: Holder,
     pub counts: JobCounts,
+    /// Binlog segment holding the job's latest full record (0 without -b).
+    pub file: u32,
     /// The body as received, trailing CRLF included.
     pub body: Bytes,
 }

@@ -19,6 +19,7 @@
 
 mod client;
 mod job;
+mod journal;
 mod stats;
 mod timers;
 mod tube;
@@ -26,6 +27,7 @@ mod tube;
 pub use job::{Job, JobCounts, State};
 pub use stats::{HostInfo, ResourceUsage};
 
+use crate::binlog::{JobState, Journal, Record};
 use crate::protocol::{Command, JobId, Priority, PutBody, Reply, Seconds, TubeName};
 use bytes::Bytes;
 use client::{Client, Wait};
@@ -91,6 +93,8 @@ pub struct Engine {
     counters: Counters,
     draining: bool,
     wakeups: Vec<(ClientId, Reply)>,
+    /// The binlog, when persistence is on.
+    journal: Option<Box<dyn Journal>>,
 }
 
 const DEFAULT_TUBE: TubeIdx = 0;
@@ -113,6 +117,7 @@ impl Engine {
             counters: Counters::default(),
             draining: false,
             wakeups: Vec::new(),
+            journal: None,
         };
         let default = engine.tube_for(&TubeName::default_tube());
         debug_assert_eq!(default, DEFAULT_TUBE);
@@ -354,19 +359,28 @@ impl Engine {
         if self.draining {
             return Reply::Draining;
         }
-        let job = Job {
+        let mut job = Job {
             id,
             pri,
             delay,
             ttr: ttr.max(1),
             tube,
-            state: State::Ready,
+            state: if delay > 0 {
+                State::Delayed
+            } else {
+                State::Ready
+            },
             created: now,
-            deadline: 0,
+            deadline: now + Time::from(delay) * SECOND,
             holder: Holder::None,
             counts: JobCounts::default(),
+            file: 0,
             body,
         };
+        match self.log_put(&job) {
+            Ok(file) => job.file = file,
+            Err(()) => return Reply::OutOfMemory,
+        }
         self.jobs.insert(id, job);
         self.counters.total_jobs += 1;
         self.tube_mut(tube).total_jobs += 1;
@@ -466,6 +480,17 @@ impl Engine {
         if job.state == State::Reserved {
             return Reply::NotFound;
         }
+        // Taking a buried or delayed job must survive a restart (it comes
+        // back ready, like every reserved job); a ready one already will.
+        if job.state != State::Ready {
+            let record = JobState {
+                state: State::Reserved,
+                ..journal::job_state(job)
+            };
+            if self.log(Record::State(record)).is_err() {
+                return Reply::InternalError;
+            }
+        }
         self.detach(id);
         let c = self.clients.get_mut(&client).expect("checked by apply");
         if !c.worker {
@@ -479,16 +504,21 @@ impl Engine {
         let Some(job) = self.jobs.get(&id) else {
             return Reply::NotFound;
         };
-        match job.reserver() {
-            Some(holder) if holder != client => return Reply::NotFound,
-            Some(_) => {
-                let key = (job.deadline, id);
-                self.timers.ttr.remove(&key);
-                self.unreserve(id);
-            }
-            None => self.detach(id),
+        let (reserver, deadline) = (job.reserver(), job.deadline);
+        if reserver.is_some_and(|holder| holder != client) {
+            return Reply::NotFound;
+        }
+        if self.log(Record::Delete(id)).is_err() {
+            return Reply::InternalError;
+        }
+        if reserver.is_some() {
+            self.timers.ttr.remove(&(deadline, id));
+            self.unreserve(id);
+        } else {
+            self.detach(id);
         }
         let job = self.jobs.remove(&id).expect("present");
+        self.forget_record(&job);
         self.tube_mut(job.tube).cmd_delete += 1;
         self.maybe_free_tube(job.tube);
         Reply::Deleted
@@ -502,9 +532,23 @@ impl Engine {
         pri: Priority,
         delay: Seconds,
     ) -> Reply {
-        if !self.take_reservation(client, id) {
+        let Some(job) = self.jobs.get(&id).filter(|j| j.reserver() == Some(client)) else {
             return Reply::NotFound;
+        };
+        let mut record = journal::job_state(job);
+        record.state = if delay > 0 {
+            State::Delayed
+        } else {
+            State::Ready
+        };
+        record.pri = pri;
+        record.delay = delay;
+        record.deadline = now + Time::from(delay) * SECOND;
+        record.counts.releases += 1;
+        if self.log(Record::State(record)).is_err() {
+            return Reply::OutOfMemory;
         }
+        self.take_reservation(client, id);
         let job = self.jobs.get_mut(&id).expect("reserved job exists");
         job.pri = pri;
         job.delay = delay;
@@ -518,9 +562,17 @@ impl Engine {
     }
 
     fn bury(&mut self, client: ClientId, id: JobId, pri: Priority) -> Reply {
-        if !self.take_reservation(client, id) {
+        let Some(job) = self.jobs.get(&id).filter(|j| j.reserver() == Some(client)) else {
             return Reply::NotFound;
+        };
+        let mut record = journal::job_state(job);
+        record.state = State::Buried;
+        record.pri = pri;
+        record.counts.buries += 1;
+        if self.log(Record::State(record)).is_err() {
+            return Reply::InternalError;
         }
+        self.take_reservation(client, id);
         let job = self.jobs.get_mut(&id).expect("reserved job exists");
         job.pri = pri;
         job.counts.buries += 1;
@@ -563,17 +615,24 @@ impl Engine {
                 .map(|e| e.1)
                 .collect()
         };
+        let mut kicked = 0;
         for &id in &ids {
-            self.kick_one(now, id);
+            if !self.kick_one(now, id) {
+                break;
+            }
+            kicked += 1;
         }
-        Reply::Kicked(ids.len() as u64)
+        Reply::Kicked(kicked)
     }
 
     fn kick_job(&mut self, now: Time, id: JobId) -> Reply {
         match self.jobs.get(&id).map(|j| j.state) {
             Some(State::Buried | State::Delayed) => {
-                self.kick_one(now, id);
-                Reply::KickedJob
+                if self.kick_one(now, id) {
+                    Reply::KickedJob
+                } else {
+                    Reply::InternalError
+                }
             }
             _ => Reply::NotFound,
         }
@@ -719,10 +778,18 @@ impl Engine {
         self.counters.buried += 1;
     }
 
-    fn kick_one(&mut self, now: Time, id: JobId) {
+    /// Kicks a buried or delayed job to ready; false if it could not be logged.
+    fn kick_one(&mut self, now: Time, id: JobId) -> bool {
+        let mut record = journal::job_state(&self.jobs[&id]);
+        record.state = State::Ready;
+        record.counts.kicks += 1;
+        if self.log(Record::State(record)).is_err() {
+            return false;
+        }
         self.detach(id);
         self.jobs.get_mut(&id).expect("job exists").counts.kicks += 1;
         self.make_ready(now, id);
+        true
     }
 
     // ----- waiting and timers ----------------------------------------------
@@ -919,6 +986,7 @@ impl Engine {
     fn server_stats(&self, now: Time) -> Bytes {
         let delayed: usize = self.timers.delayed.len();
         stats::server_yaml(&stats::ServerSnapshot {
+            journal: self.journal.as_ref().map(|j| j.stats()).unwrap_or_default(),
             counters: &self.counters,
             delayed,
             max_job_size: self.config.max_job_size,

@@ -86,6 +86,7 @@ impl HostInfo {
 }
 
 pub struct ServerSnapshot<'a> {
+    pub journal: crate::binlog::JournalStats,
     pub counters: &'a Counters,
     pub delayed: usize,
     pub max_job_size: u32,
@@ -168,10 +169,10 @@ pub fn server_yaml(s: &ServerSnapshot<'_>) -> Bytes {
         .field("rusage-utime", Micros(usage.user_micros))
         .field("rusage-stime", Micros(usage.system_micros))
         .field("uptime", s.uptime)
-        .field("binlog-oldest-index", 0)
-        .field("binlog-current-index", 0)
-        .field("binlog-records-migrated", 0)
-        .field("binlog-records-written", 0)
+        .field("binlog-oldest-index", s.journal.oldest_index)
+        .field("binlog-current-index", s.journal.current_index)
+        .field("binlog-records-migrated", s.journal.records_migrated)
+        .field("binlog-records-written", s.journal.records_written)
         .field("binlog-max-size", s.binlog_max_size)
         .field("draining", s.draining)
         .field("id", &s.host.instance_id)
@@ -214,7 +215,7 @@ pub fn job_yaml(job: &Job, tube: &TubeName, now: Time, time_left: Time) -> Bytes
         .field("delay", job.delay)
         .field("ttr", job.ttr)
         .field("time-left", time_left)
-        .field("file", 0)
+        .field("file", job.file)
         .field("reserves", job.counts.reserves)
         .field("timeouts", job.counts.timeouts)
         .field("releases", job.counts.releases)
