@@ -13,8 +13,8 @@
 //! synchronous, time passed in), [`session`] (one task per connection),
 //! [`server`] (listeners, timer task, shutdown), [`config`] (command line).
 
-pub mod clock;
 pub mod binlog;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod hub;

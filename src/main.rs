@@ -1,28 +1,55 @@
-//! The `stalkd` daemon: flags -> config -> logging -> runtime -> server.
+//! The `stalkd` daemon: flags -> config -> logging -> fd limit -> runtime ->
+//! signal handlers -> bind (drop privileges, binlog) -> serve -> graceful stop.
+//!
+//! Exit status: 0 after `-v`, `-h` or a graceful stop (SIGTERM, SIGINT); 2 for
+//! a bad command line; beanstalkd's codes for start-up failures (111 socket,
+//! 32/33/34 user and privileges); 1 if the binlog cannot be opened, if its
+//! final sync fails, or if a graceful stop overruns [`STOP_LIMIT`]. All fatal messages are one line on stderr,
+//! printed directly so they show whatever the log filter.
 
 use stalkd::clock::Clock;
-use stalkd::config::{self, Invocation};
-use stalkd::server::Server;
+use stalkd::config::{self, Config, Invocation};
+use stalkd::server::{self, Server, Signals};
+use std::io::IsTerminal;
+use std::os::fd::OwnedFd;
+use std::process::ExitCode;
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
-fn main() -> std::process::ExitCode {
-    let config = match config::parse(std::env::args_os()) {
-        Invocation::Run(c) => c,
+/// The longest a graceful stop may take, from the signal to the exit; an
+/// orchestrator's kill timeout (Docker 10 s, Kubernetes 30 s, systemd 90 s)
+/// should never be what ends stalkd.
+const STOP_LIMIT: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    let (config, warnings) = match config::parse(std::env::args_os()) {
+        Invocation::Run { config, warnings } => (config, warnings),
         Invocation::PrintVersion => {
             println!("stalkd {}", env!("CARGO_PKG_VERSION"));
-            return std::process::ExitCode::SUCCESS;
+            return ExitCode::SUCCESS;
         }
     };
-    let level = match config.verbosity {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(config.verbosity);
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+
+    match server::raise_nofile_limit() {
+        Ok((before, after)) if before != after => {
+            tracing::debug!("raised the open-file limit from {before} to {after}")
+        }
+        Ok((_, limit)) => tracing::debug!("open-file limit: {limit}"),
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
+
+    // Taken before any thread exists, as sd_listen_fds(3) expects.
+    let inherited = server::systemd_listener().map(|(fd, count)| {
+        tracing::info!("using the socket passed by systemd; -l and -p are ignored");
+        if count > 1 {
+            tracing::warn!("systemd passed {count} sockets; only the first is used");
+        }
+        fd
+    });
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -31,52 +58,115 @@ fn main() -> std::process::ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("stalkd: cannot start the runtime: {e}");
-            return std::process::ExitCode::from(111);
+            return ExitCode::from(server::EXIT_LISTEN);
         }
     };
-    runtime.block_on(async {
-        let server =
-            match Server::bind(&config, Clock::system(), stalkd::sysinfo::host_info()).await {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("stalkd: {e}");
-                    return std::process::ExitCode::from(111);
-                }
-            };
-        let hub = server.hub();
-        tracing::info!(
-            version = env!("CARGO_PKG_VERSION"),
-            addr = ?server.local_addr().ok(),
-            max_job_size = config.max_job_size,
-            "stalkd listening"
-        );
-        tokio::spawn(async move {
-            let Ok(mut usr1) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
-            else {
-                return;
-            };
-            while usr1.recv().await.is_some() {
-                tracing::info!("SIGUSR1: entering drain mode");
-                hub.set_draining(true);
-            }
-        });
-        server.run(shutdown_signal()).await;
-        tracing::info!("stalkd stopped");
-        std::process::ExitCode::SUCCESS
-    })
+    let code = runtime.block_on(serve(config, inherited));
+    // Sessions were finished or aborted by Server::run; do not let a stuck
+    // task hold the exit.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
+async fn serve(config: Config, inherited: Option<OwnedFd>) -> ExitCode {
+    // Before binding: the default action of these signals kills the process,
+    // and once the socket listens, anyone may connect and then signal.
+    let mut signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("stalkd: cannot install signal handlers: {e}");
+            return ExitCode::from(server::EXIT_LISTEN);
+        }
     };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    let server = match Server::bind_with(
+        &config,
+        Clock::system(),
+        stalkd::sysinfo::host_info(),
+        inherited,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("stalkd: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    let addr = match server.local_addr() {
+        Ok(a) => a.to_string(),
+        Err(e) => format!("(unknown address: {e})"),
+    };
+    let binlog = match &config.binlog_dir {
+        None => "off (jobs are kept in memory only)".to_string(),
+        Some(dir) => format!(
+            "{} ({}, files of {} bytes)",
+            dir.display(),
+            config.sync,
+            config.binlog_size
+        ),
+    };
+    tracing::info!(
+        "stalkd {} listening on {addr}; binlog: {binlog}; max job size: {} bytes",
+        env!("CARGO_PKG_VERSION"),
+        config.max_job_size
+    );
+
+    let hub = server.hub();
+    let stopped = server
+        .run(async move {
+            let name = signals.until_shutdown(&hub).await;
+            tracing::info!("{name}: shutting down");
+            start_stop_watchdog();
+        })
+        .await;
+    match stopped {
+        Ok(()) => {
+            tracing::info!("stalkd stopped");
+            ExitCode::SUCCESS
+        }
+        // Already logged with its cause; the status tells the supervisor.
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+/// Ends the process if the graceful stop overruns [`STOP_LIMIT`]. A thread,
+/// not a task: it must fire even if the runtime is wedged.
+fn start_stop_watchdog() {
+    std::thread::spawn(|| {
+        std::thread::sleep(STOP_LIMIT);
+        eprintln!(
+            "stalkd: graceful stop did not finish within {STOP_LIMIT:?}; exiting without it \
+             (the binlog may not be synced)"
+        );
+        std::process::exit(1);
+    });
+}
+
+/// Logs to stderr. `RUST_LOG`, when set, is the filter; otherwise `-V` picks
+/// the level. Colours only on a terminal: journald and `docker logs` would
+/// show the escape codes.
+fn init_logging(verbosity: u8) {
+    let level = match verbosity {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let mut bad_rust_log = None;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.is_empty() => EnvFilter::try_new(&spec).unwrap_or_else(|e| {
+            bad_rust_log = Some(format!(
+                "RUST_LOG={spec:?} is not a valid filter ({e}); using {level}"
+            ));
+            EnvFilter::new(level)
+        }),
+        _ => EnvFilter::new(level),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    if let Some(warning) = bad_rust_log {
+        tracing::warn!("{warning}");
     }
 }

@@ -8,6 +8,13 @@
 //!
 //! Invariant: whatever way the task ends, the engine forgets the client
 //! (`Disconnect` guard), so its reserved jobs go back to ready at once.
+//!
+//! Shutdown: when the server's `shutdown` token is cancelled, a session still
+//! answers every complete command it has received (reads prefer ready input
+//! over the token, so a command sent just before SIGTERM gets its reply),
+//! flushes, and then closes instead of waiting for more. A blocked reserve
+//! is closed without a reply. The session never stops between applying a
+//! batch and writing its replies.
 
 use crate::engine::ClientId;
 use crate::hub::{Hub, Step};
@@ -19,6 +26,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
 
 /// Bytes read ahead while a reserve is blocked; past this the session stops
 /// reading until the reserve is answered.
@@ -27,19 +35,26 @@ const READ_AHEAD_WHILE_WAITING: usize = 64 * 1024;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Serves one connection until it closes, quits or fails.
-pub async fn run<S>(hub: Arc<Hub>, mut stream: S, max_job_size: u32)
+/// Serves one connection until it closes, quits, fails, or `shutdown` is
+/// cancelled and its received input is answered.
+pub async fn run<S>(hub: Arc<Hub>, mut stream: S, max_job_size: u32, shutdown: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let client = Disconnect::new(hub.clone());
-    if let Err(e) = serve(&hub, client.id, &mut stream, max_job_size).await {
+    if let Err(e) = serve(&hub, client.id, &mut stream, max_job_size, &shutdown).await {
         tracing::debug!(client = client.id, "connection ended: {e}");
     }
     let _ = stream.shutdown().await;
 }
 
-async fn serve<S>(hub: &Hub, client: ClientId, stream: &mut S, max_job_size: u32) -> io::Result<()>
+async fn serve<S>(
+    hub: &Hub,
+    client: ClientId,
+    stream: &mut S,
+    max_job_size: u32,
+    shutdown: &CancellationToken,
+) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -70,7 +85,7 @@ where
                 Step::Quit => return flush(stream, &mut output).await,
                 Step::Wait(reply) => {
                     flush(stream, &mut output).await?;
-                    match wait(hub, client, stream, &mut input, reply).await? {
+                    match wait(hub, client, stream, &mut input, reply, shutdown).await? {
                         Some(reply) => reply.encode(&mut output),
                         None => return Ok(()),
                     }
@@ -83,33 +98,47 @@ where
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
         }
-        if stream.read_buf(&mut input).await? == 0 {
+        let n = tokio::select! {
+            // Input first: what has arrived is answered even once shutdown
+            // has begun; only an idle connection is closed.
+            biased;
+            n = stream.read_buf(&mut input) => n?,
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        if n == 0 {
             return Ok(());
         }
     }
 }
 
-/// Waits for the answer to a blocked reserve. Returns `None` when the peer
-/// half-closed and the session should end (after TIMED_OUT was written).
+/// Waits for the answer to a blocked reserve. Returns `None` when the
+/// session should end: the peer half-closed (TIMED_OUT was written) or the
+/// server is shutting down (nothing is written; the disconnect guard returns
+/// a job that may have been handed over meanwhile).
 async fn wait<S>(
     hub: &Hub,
     client: ClientId,
     stream: &mut S,
     input: &mut BytesMut,
     mut reply: oneshot::Receiver<Reply>,
+    shutdown: &CancellationToken,
 ) -> io::Result<Option<Reply>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
         if input.len() >= READ_AHEAD_WHILE_WAITING {
-            return Ok(reply.await.ok());
+            return Ok(tokio::select! {
+                r = &mut reply => r.ok(),
+                () = shutdown.cancelled() => None,
+            });
         }
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
         }
         tokio::select! {
             r = &mut reply => return Ok(r.ok()),
+            () = shutdown.cancelled() => return Ok(None),
             n = stream.read_buf(input) => {
                 if n? > 0 {
                     continue;

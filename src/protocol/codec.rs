@@ -22,7 +22,7 @@
 
 use super::parse::{parse_line, Parsed};
 use super::{Command, PutBody, Reply, MAX_LINE};
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// One unit the session acts on.
@@ -31,6 +31,9 @@ pub enum Frame {
     Command(Command),
     Error(Reply),
 }
+
+/// Bodies up to this size (CRLF included) are copied out of the read buffer.
+const COPY_BODIES_UP_TO: usize = 4096;
 
 /// How far ahead of the data we reserve room for a put body.
 const BODY_RESERVE_CHUNK: usize = 64 * 1024;
@@ -171,7 +174,15 @@ impl Decoder for Codec {
                         src.reserve(missing.min(BODY_RESERVE_CHUNK));
                         return Ok(None);
                     }
-                    let body = src.split_to(len).freeze();
+                    let raw = src.split_to(len);
+                    // A small body split off the read buffer would pin the whole
+                    // shared buffer for as long as the job lives; an exact copy
+                    // costs less than the memory it frees.
+                    let body = if len <= COPY_BODIES_UP_TO {
+                        Bytes::copy_from_slice(&raw)
+                    } else {
+                        raw.freeze()
+                    };
                     self.state = State::Line;
                     let body = if body.ends_with(b"\r\n") {
                         PutBody::Body(body)
@@ -459,10 +470,14 @@ mod tests {
         );
     }
 
-    #[test]
-    fn put_body_is_split_off_without_copying() {
+    /// Decodes one put of `len` body bytes; returns the body and whether it
+    /// points into the read buffer.
+    fn decode_body(len: usize) -> (Bytes, bool) {
         let mut codec = Codec::new(MAX);
-        let mut buf = BytesMut::from(&b"put 0 0 1 3\r\nabc\r\nstats\r\n"[..]);
+        let mut buf = BytesMut::from(format!("put 0 0 1 {len}\r\n").as_bytes());
+        let header = buf.len();
+        buf.extend_from_slice(&vec![b'x'; len]);
+        buf.extend_from_slice(b"\r\nstats\r\n");
         let start = buf.as_ptr() as usize;
         let Some(Frame::Command(Command::Put {
             body: PutBody::Body(b),
@@ -471,12 +486,24 @@ mod tests {
         else {
             panic!("expected a put with a body");
         };
-        assert_eq!(&b[..], b"abc\r\n");
-        assert_eq!(
-            b.as_ptr() as usize,
-            start + 13,
-            "points into the read buffer"
-        );
+        assert_eq!(b.len(), len + 2);
+        let in_buffer = b.as_ptr() as usize == start + header;
+        (b, in_buffer)
+    }
+
+    #[test]
+    fn large_put_body_is_split_off_without_copying() {
+        let (_, in_buffer) = decode_body(COPY_BODIES_UP_TO);
+        assert!(in_buffer, "a large body points into the read buffer");
+    }
+
+    #[test]
+    fn small_put_body_is_copied_so_it_does_not_pin_the_read_buffer() {
+        let (b, in_buffer) = decode_body(3);
+        assert_eq!(&b[..], b"xxx\r\n");
+        assert!(!in_buffer, "a small body is an exact copy");
+        let (_, in_buffer) = decode_body(COPY_BODIES_UP_TO - 2);
+        assert!(!in_buffer);
     }
 
     #[test]
