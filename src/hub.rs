@@ -55,6 +55,9 @@ pub struct Hub {
 
 const NO_DEADLINE: u64 = u64::MAX;
 
+/// Replies buffered per batch before the session must write them out.
+pub const MAX_BATCH_OUTPUT: usize = 256 * 1024;
+
 impl Hub {
     /// `sync` is the binlog's sync handle, when persistence is on.
     pub fn new(engine: Engine, clock: Clock, sync: Option<Arc<SyncShared>>) -> Hub {
@@ -93,13 +96,20 @@ impl Hub {
     }
 
     /// Applies queued frames in order until they run out, the client blocks
-    /// or quits. Replies are appended to `out`.
+    /// or quits, or `MAX_BATCH_OUTPUT` bytes of replies are pending (the rest
+    /// stay queued). Replies are appended to `out`.
     pub fn run(&self, client: ClientId, frames: &mut VecDeque<Frame>, out: &mut BytesMut) -> Batch {
         let now = self.clock.now();
         let mut state = self.lock();
         let logged_before = state.engine.journal_position();
         let mut step = Step::Done;
-        while let Some(frame) = frames.pop_front() {
+        // Bounded output per batch: a client that pipelines thousands of
+        // `peek`s of a big job, and reads slowly, costs at most this much
+        // buffered reply (plus one reply) before back-pressure applies.
+        while out.len() < MAX_BATCH_OUTPUT {
+            let Some(frame) = frames.pop_front() else {
+                break;
+            };
             let cmd = match frame {
                 Frame::Error(reply) => {
                     reply.encode(out);

@@ -95,6 +95,12 @@ where
             }
         }
         flush(stream, &mut output).await?;
+        if !frames.is_empty() {
+            // The batch stopped at its output bound: serve the rest before
+            // reading more, so input is bounded by what the client's
+            // reading lets through.
+            continue;
+        }
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
         }
