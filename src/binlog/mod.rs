@@ -5,11 +5,13 @@
 //! visible, so a change that cannot be logged is refused with an error reply
 //! instead of being acknowledged and lost. Byte format: see protocol.md.
 
+pub mod fs;
 pub mod record;
 pub mod recover;
 pub mod segment;
 pub mod writer;
 
+pub use fs::{RealFs, Storage};
 pub use record::{JobImage, JobState, Record};
 pub use recover::{Recovered, RecoveredJob};
 pub use writer::{Binlog, SyncShared};
@@ -17,6 +19,7 @@ pub use writer::{Binlog, SyncShared};
 use crate::config::SyncPolicy;
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Counters for the `binlog-*` fields of `stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -55,6 +58,17 @@ pub fn open(
     policy: SyncPolicy,
     skip_corrupt: bool,
 ) -> io::Result<(Binlog, Recovered)> {
+    open_with(Arc::new(RealFs), dir, max_size, policy, skip_corrupt)
+}
+
+/// [`open`] writing through `fs` (tests inject faults this way).
+pub fn open_with(
+    fs: Arc<dyn Storage>,
+    dir: &Path,
+    max_size: u64,
+    policy: SyncPolicy,
+    skip_corrupt: bool,
+) -> io::Result<(Binlog, Recovered)> {
     let meta = std::fs::metadata(dir).map_err(|e| segment::annotate(e, dir))?;
     if !meta.is_dir() {
         return Err(io::Error::new(
@@ -65,6 +79,7 @@ pub fn open(
     let lock = segment::DirLock::acquire(dir)?;
     let recovered = recover::recover(dir, skip_corrupt)?;
     let binlog = Binlog::open(
+        fs,
         dir.to_path_buf(),
         lock,
         max_size,
@@ -73,4 +88,19 @@ pub fn open(
         recovered.next_job_id,
     )?;
     Ok((binlog, recovered))
+}
+
+/// A fresh, empty directory for a test.
+#[cfg(test)]
+pub(crate) fn test_dir(name: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "stalkd-unit-{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create test dir");
+    dir
 }

@@ -29,6 +29,9 @@ pub struct JobState {
     /// Delayed: when it becomes ready (epoch-anchored engine time).
     pub deadline: Time,
     pub counts: JobCounts,
+    /// Buried: the job's place in its tube's buried FIFO (ascending, never
+    /// reused across restarts). 0 in every other state.
+    pub bury_seq: u64,
 }
 
 /// A whole job: written on put and when compaction moves a job.
@@ -119,7 +122,8 @@ impl Record {
     }
 }
 
-const STATE_LEN: usize = 8 + 1 + 4 + 4 + 8 + 20;
+/// id, state, pri, delay, deadline, five counters, bury_seq.
+const STATE_LEN: usize = 8 + 1 + 4 + 4 + 8 + 20 + 8;
 
 fn put_state(out: &mut BytesMut, s: &JobState) {
     out.put_u64_le(s.id);
@@ -131,6 +135,7 @@ fn put_state(out: &mut BytesMut, s: &JobState) {
     for n in [c.reserves, c.timeouts, c.releases, c.buries, c.kicks] {
         out.put_u32_le(n);
     }
+    out.put_u64_le(s.bury_seq);
 }
 
 fn state_code(s: State) -> u8 {
@@ -190,6 +195,7 @@ fn take_state(b: &mut &[u8]) -> Option<JobState> {
         buries: take_u32(b)?,
         kicks: take_u32(b)?,
     };
+    let bury_seq = take_u64(b)?;
     Some(JobState {
         id,
         state,
@@ -197,6 +203,7 @@ fn take_state(b: &mut &[u8]) -> Option<JobState> {
         delay,
         deadline,
         counts,
+        bury_seq,
     })
 }
 
@@ -239,6 +246,7 @@ mod tests {
                 buries: 4,
                 kicks: 5,
             },
+            bury_seq: 77,
         };
         vec![
             Record::Put(JobImage {

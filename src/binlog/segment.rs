@@ -6,8 +6,9 @@
 //! format version (u32 LE) and the next job id at the time it was created (u64
 //! LE), so ids never restart even when every older segment is deleted.
 
+use super::fs::{SegmentFile, Storage};
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -39,19 +40,32 @@ pub fn list(dir: &Path) -> io::Result<Vec<u32>> {
 }
 
 /// Creates segment `seq` with its header and returns it open for appending.
-pub fn create(dir: &Path, seq: u32, next_job_id: u64) -> io::Result<File> {
+/// If the header cannot be written the file is removed again, so a later
+/// attempt (after the disk has room) can create it.
+pub fn create(
+    fs: &dyn Storage,
+    dir: &Path,
+    seq: u32,
+    next_job_id: u64,
+) -> io::Result<Box<dyn SegmentFile>> {
     let path = path(dir, seq);
-    let mut file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| annotate(e, &path))?;
+    let mut file = fs.create(&path).map_err(|e| annotate(e, &path))?;
+    if let Err(e) = file.write_all(&header(next_job_id)) {
+        if let Err(e2) = fs.remove(&path) {
+            tracing::warn!("cannot remove {}: {e2}", path.display());
+        }
+        return Err(annotate(e, &path));
+    }
+    Ok(file)
+}
+
+/// The header of a segment created when `next_job_id` was the next id.
+pub fn header(next_job_id: u64) -> Vec<u8> {
     let mut header = Vec::with_capacity(HEADER_LEN as usize);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&VERSION.to_le_bytes());
     header.extend_from_slice(&next_job_id.to_le_bytes());
-    file.write_all(&header).map_err(|e| annotate(e, &path))?;
-    Ok(file)
+    header
 }
 
 /// Parses a segment header; returns the next job id it records.
@@ -64,11 +78,6 @@ pub fn parse_header(bytes: &[u8]) -> Option<u64> {
         return None;
     }
     Some(u64::from_le_bytes(bytes[12..20].try_into().ok()?))
-}
-
-/// Makes directory entries (new and removed segments) durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 /// Holds the directory's exclusive lock until dropped.

@@ -53,7 +53,8 @@ pub struct Job {
     pub created: Time,
     /// Delayed: when it becomes ready. Reserved: when its TTR runs out.
     pub deadline: Time,
-    /// Reserved: who holds it. Buried: its place in the tube's FIFO.
+    /// Reserved: who holds it and when it was reserved. Buried: its place
+    /// in the tube's FIFO.
     pub holder: Holder,
     pub counts: JobCounts,
     /// Binlog segment holding the job's latest full record (0 without -b).
@@ -66,7 +67,9 @@ pub struct Job {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Holder {
     None,
-    Client(ClientId),
+    /// The reserving client and an engine-wide sequence number: a client's
+    /// reservations go back to ready in reservation order on disconnect.
+    Client(ClientId, u64),
     BuriedSeq(u64),
 }
 
@@ -74,7 +77,7 @@ impl Job {
     /// The client holding the job, if it is reserved.
     pub fn reserver(&self) -> Option<ClientId> {
         match (self.state, self.holder) {
-            (State::Reserved, Holder::Client(c)) => Some(c),
+            (State::Reserved, Holder::Client(c, _)) => Some(c),
             _ => None,
         }
     }

@@ -16,6 +16,10 @@ pub(super) fn job_state(job: &Job) -> JobState {
         delay: job.delay,
         deadline: job.deadline,
         counts: job.counts,
+        bury_seq: match (job.state, job.holder) {
+            (State::Buried, Holder::BuriedSeq(seq)) => seq,
+            _ => 0,
+        },
     }
 }
 
@@ -38,10 +42,24 @@ impl Engine {
         }
     }
 
-    pub(super) fn log(&mut self, record: Record) -> Result<u32, ()> {
+    /// Stops persistence and returns the log (closing it releases the
+    /// directory lock). For tests that restart a server in-process.
+    pub fn take_journal(&mut self) -> Option<Box<dyn Journal>> {
+        self.journal.take()
+    }
+
+    pub(super) fn log(&mut self, mut record: Record) -> Result<u32, ()> {
         let Some(journal) = self.journal.as_mut() else {
             return Ok(0);
         };
+        if let Record::State(s) = &mut record {
+            if s.state == State::Buried {
+                // The sequence `make_buried` is about to give the job. Even
+                // if it gave a later one, the logged order would be the bury
+                // order, which is all a restart needs.
+                s.bury_seq = self.next_seq + 1;
+            }
+        }
         journal.append(&record).map_err(|e| {
             tracing::error!("binlog write failed: {e}");
         })
@@ -79,6 +97,7 @@ impl Engine {
 
     /// Rebuilds the jobs of a replayed log. Reserved jobs come back ready;
     /// buried jobs keep their bury order; delayed jobs keep their deadline.
+    /// Segments that hold no live job are deleted at once.
     pub fn restore(&mut self, now: Time, recovered: Recovered) {
         self.next_job_id = self.next_job_id.max(recovered.next_job_id);
         let mut jobs: Vec<_> = recovered.jobs.into_values().collect();
@@ -115,7 +134,16 @@ impl Engine {
             }
             self.jobs.insert(s.id, job);
             match s.state {
-                State::Buried => self.make_buried(s.id),
+                State::Buried => {
+                    // Its logged place in the FIFO, not a new one: the order
+                    // survives restarts and compaction (beanstalkd#668).
+                    let job = self.jobs.get_mut(&s.id).expect("just inserted");
+                    job.state = State::Buried;
+                    job.holder = Holder::BuriedSeq(s.bury_seq);
+                    self.next_seq = self.next_seq.max(s.bury_seq);
+                    self.tube_mut(tube).buried.insert((s.bury_seq, s.id));
+                    self.counters.buried += 1;
+                }
                 State::Delayed if s.deadline > now => {
                     let key = (s.deadline, s.id);
                     let job = self.jobs.get_mut(&s.id).expect("just inserted");
@@ -126,18 +154,37 @@ impl Engine {
                 _ => self.make_ready(now, s.id),
             }
         }
+        if let Some(j) = self.journal.as_mut() {
+            j.collect_garbage();
+        }
     }
 
     /// Deletes dead segments and, when the log has grown well past the live
-    /// data, rewrites the live jobs of the oldest segment at the head.
+    /// data, rewrites the live jobs of the oldest segments at the head. Runs
+    /// after every batch; a few segments at most per call keeps the pause
+    /// short while still catching up with a heavily pipelining writer.
     pub fn maintain_journal(&mut self) {
-        let Some(journal) = self.journal.as_mut() else {
-            return;
-        };
-        journal.collect_garbage();
-        let Some(head) = journal.compaction_candidate() else {
-            return;
-        };
+        const MAX_SEGMENTS_PER_CALL: usize = 4;
+        for _ in 0..MAX_SEGMENTS_PER_CALL {
+            let Some(journal) = self.journal.as_mut() else {
+                return;
+            };
+            journal.collect_garbage();
+            let Some(head) = journal.compaction_candidate() else {
+                return;
+            };
+            if !self.compact(head) {
+                return;
+            }
+        }
+        if let Some(j) = self.journal.as_mut() {
+            j.collect_garbage();
+        }
+    }
+
+    /// Rewrites the live jobs of segment `head` at the head of the log.
+    /// False if a write failed (the rest stay where they are).
+    fn compact(&mut self, head: u32) -> bool {
         let mut ids: Vec<_> = self
             .jobs
             .values()
@@ -146,10 +193,12 @@ impl Engine {
             .collect();
         ids.sort_unstable();
         let mut moved = 0;
+        let mut ok = true;
         for id in ids {
             let job = &self.jobs[&id];
             let (image, size) = (self.image(job), self.record_size(job));
             let Ok(file) = self.log(Record::Put(image)) else {
+                ok = false;
                 break;
             };
             if let Some(j) = self.journal.as_mut() {
@@ -160,7 +209,222 @@ impl Engine {
         }
         if let Some(j) = self.journal.as_mut() {
             j.note_migrated(moved);
-            j.collect_garbage();
         }
+        ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::binlog::{self, test_dir};
+    use crate::config::SyncPolicy;
+    use crate::engine::{ClientId, EngineConfig, HostInfo, Outcome, SECOND};
+    use crate::protocol::{Command, PutBody, Reply};
+    use bytes::Bytes;
+    use std::path::Path;
+
+    const T0: Time = 1_000_000 * SECOND;
+
+    fn boot(dir: &Path, max: u64, now: Time) -> Engine {
+        let (log, recovered) = binlog::open(dir, max, SyncPolicy::Never, false).unwrap();
+        let mut e = Engine::new(
+            EngineConfig {
+                max_job_size: 65535,
+                binlog_max_size: max,
+                host: HostInfo::fixed(),
+            },
+            now,
+        );
+        e.set_journal(Box::new(log));
+        e.restore(now, recovered);
+        e.check_invariants();
+        e
+    }
+
+    /// Applies a command the way the hub does (maintenance after it).
+    fn run(e: &mut Engine, now: Time, c: ClientId, cmd: Command) -> Reply {
+        let Outcome::Reply(r) = e.apply(now, c, cmd) else {
+            panic!("unexpected wait")
+        };
+        e.maintain_journal();
+        r
+    }
+
+    fn put(pri: u32, delay: u32, body: &str) -> Command {
+        Command::Put {
+            pri,
+            delay,
+            ttr: 60,
+            body: PutBody::Body(Bytes::from(format!("{body}\r\n"))),
+        }
+    }
+
+    fn dir_bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    }
+
+    fn live_bytes(e: &Engine) -> u64 {
+        e.jobs.values().map(|j| e.record_size(j)).sum()
+    }
+
+    fn peek_buried(e: &mut Engine, c: ClientId) -> Option<u64> {
+        match run(e, T0, c, Command::PeekBuried) {
+            Reply::Found { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn release_with_delay_loops_do_not_pin_the_log() {
+        let dir = test_dir("release-loop");
+        let max = 4096;
+        let mut e = boot(&dir, max, T0);
+        let c = e.connect();
+        // Long-lived neighbours: one delayed for a day, one buried.
+        assert_eq!(
+            run(&mut e, T0, c, put(1, 86_400, "day")),
+            Reply::Inserted(1)
+        );
+        assert_eq!(run(&mut e, T0, c, put(1, 0, "bury me")), Reply::Inserted(2));
+        run(&mut e, T0, c, Command::ReserveJob(2));
+        assert_eq!(
+            run(&mut e, T0, c, Command::Bury { id: 2, pri: 1 }),
+            Reply::Buried
+        );
+        assert_eq!(run(&mut e, T0, c, put(5, 0, "looping")), Reply::Inserted(3));
+        let live = live_bytes(&e);
+        let mut worst = 0;
+        for i in 0..20_000u32 {
+            run(&mut e, T0, c, Command::ReserveJob(3));
+            let r = run(
+                &mut e,
+                T0,
+                c,
+                Command::Release {
+                    id: 3,
+                    pri: i,
+                    delay: 3600,
+                },
+            );
+            assert_eq!(r, Reply::Released);
+            worst = worst.max(dir_bytes(&dir));
+        }
+        let stats = e.journal.as_ref().unwrap().stats();
+        eprintln!("release loop: live {live} B, worst dir {worst} B, {stats:?}");
+        assert!(stats.records_written > 40_000);
+        assert!(stats.records_migrated > 0);
+        assert!(
+            worst <= 2 * live + 3 * max,
+            "dir grew to {worst} B for {live} B live"
+        );
+        drop(e);
+        // And it all comes back.
+        let mut e = boot(&dir, max, T0);
+        assert_eq!(e.jobs.len(), 3);
+        assert_eq!(e.jobs[&3].state, State::Delayed);
+        assert_eq!(e.jobs[&3].pri, 19_999);
+        assert_eq!(e.jobs[&3].counts.releases, 20_000);
+        assert_eq!(e.jobs[&2].state, State::Buried);
+        let c = e.connect();
+        assert_eq!(peek_buried(&mut e, c), Some(2));
+        drop(e);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn put_delete_churn_keeps_the_log_small() {
+        let dir = test_dir("churn");
+        let max = 4096;
+        let mut e = boot(&dir, max, T0);
+        let c = e.connect();
+        // A few long-lived jobs among heavy churn.
+        for i in 0..5 {
+            run(&mut e, T0, c, put(1, 100_000, &format!("keeper {i}")));
+        }
+        let mut worst = 0;
+        let mut worst_live = 0;
+        for i in 0..50_000u64 {
+            let Reply::Inserted(id) = run(&mut e, T0, c, put(1, 0, "churn churn churn")) else {
+                panic!("put failed")
+            };
+            // Keep up to 20 jobs alive at a time.
+            if i >= 20 {
+                assert_eq!(run(&mut e, T0, c, Command::Delete(id - 20)), Reply::Deleted);
+            }
+            if i % 16 == 0 {
+                worst = worst.max(dir_bytes(&dir));
+                worst_live = worst_live.max(live_bytes(&e));
+            }
+        }
+        let stats = e.journal.as_ref().unwrap().stats();
+        eprintln!("churn: live <= {worst_live} B, worst dir {worst} B, {stats:?}");
+        assert!(worst <= 2 * worst_live + 3 * max, "dir grew to {worst} B");
+        drop(e);
+        let e = boot(&dir, max, T0);
+        assert_eq!(e.jobs.len(), 25);
+        assert_eq!(e.next_job_id, 50_006);
+        drop(e);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bury_order_survives_compaction_and_restarts() {
+        let dir = test_dir("bury-order");
+        let max = 1024;
+        let mut e = boot(&dir, max, T0);
+        let c = e.connect();
+        for i in 1..=4 {
+            run(&mut e, T0, c, put(1, 0, &format!("job {i}")));
+        }
+        // Buried in an order unlike their ids (and unlike their records).
+        for id in [3, 1, 4, 2] {
+            run(&mut e, T0, c, Command::ReserveJob(id));
+            assert_eq!(
+                run(&mut e, T0, c, Command::Bury { id, pri: 7 }),
+                Reply::Buried
+            );
+        }
+        let first_file = e.jobs[&1].file;
+        // Traffic that makes compaction rewrite the buried jobs.
+        run(&mut e, T0, c, put(1, 0, "loop"));
+        for _ in 0..2_000 {
+            run(&mut e, T0, c, Command::ReserveJob(5));
+            run(
+                &mut e,
+                T0,
+                c,
+                Command::Release {
+                    id: 5,
+                    pri: 1,
+                    delay: 10,
+                },
+            );
+        }
+        assert_ne!(e.jobs[&1].file, first_file, "compaction moved the job");
+        for round in 0..2 {
+            drop(e);
+            e = boot(&dir, max, T0);
+            let c = e.connect();
+            for (i, id) in [3, 1, 4, 2].into_iter().enumerate() {
+                assert_eq!(e.jobs[&id].counts.buries, 1, "not inflated (#668)");
+                if round == 1 {
+                    assert_eq!(peek_buried(&mut e, c), Some(id), "restart {round}");
+                    assert_eq!(run(&mut e, T0, c, Command::Kick(1)), Reply::Kicked(1));
+                } else if i == 0 {
+                    // Bury one more after a restart: it goes last.
+                    run(&mut e, T0, c, Command::ReserveJob(5));
+                    run(&mut e, T0, c, Command::Bury { id: 5, pri: 1 });
+                }
+            }
+            e.check_invariants();
+        }
+        let c = e.connect();
+        assert_eq!(peek_buried(&mut e, c), Some(5));
+        drop(e);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -149,7 +149,18 @@ impl Engine {
         if c.worker {
             self.counters.workers -= 1;
         }
-        for &(deadline, id) in &c.reserved {
+        // In the order they were reserved, as beanstalkd's list keeps them:
+        // each one is dispatched before the next goes back.
+        let mut returned: Vec<(u64, Time, JobId)> = c
+            .reserved
+            .iter()
+            .map(|&(deadline, id)| match self.jobs[&id].holder {
+                Holder::Client(_, seq) => (seq, deadline, id),
+                _ => unreachable!("reserved job {id} without a reserver"),
+            })
+            .collect();
+        returned.sort_unstable();
+        for (_, deadline, id) in returned {
             self.timers.ttr.remove(&(deadline, id));
             self.unreserve(id);
             self.make_ready(now, id);
@@ -169,6 +180,11 @@ impl Engine {
 
     pub fn is_draining(&self) -> bool {
         self.draining
+    }
+
+    /// Clients blocked in reserve right now (`current-waiting`).
+    pub fn waiting_count(&self) -> usize {
+        self.counters.waiting
     }
 
     /// Replies owed to clients other than the one whose command ran.
@@ -454,10 +470,19 @@ impl Engine {
             return self.reserve_for(now, client, id).into();
         }
         if timeout == Some(0) {
-            return Reply::TimedOut.into();
+            // beanstalkd waits for 0 s and its timer fires at once; inside
+            // the margin (a ready job only in a paused tube) that timer
+            // answers DEADLINE_SOON, not TIMED_OUT.
+            let c = &self.clients[&client];
+            return if c.is_deadline_soon(now) {
+                Reply::DeadlineSoon
+            } else {
+                Reply::TimedOut
+            }
+            .into();
         }
-        let seq = self.next_seq();
         let timeout_at = timeout.map(|s| now + Time::from(s) * SECOND);
+        let seq = self.next_seq();
         let c = self.clients.get_mut(&client).expect("checked by apply");
         c.wait = Some(Wait {
             seq,
@@ -466,7 +491,7 @@ impl Engine {
         });
         for i in 0..c.watching.len() {
             let t = self.clients[&client].watching[i];
-            self.tube_mut(t).waiters.insert((seq, client));
+            self.tube_mut(t).waiters.push(seq, client);
         }
         self.counters.waiting += 1;
         self.schedule_wait_timer(client);
@@ -724,9 +749,10 @@ impl Engine {
 
     /// Reserves a job already taken out of its tube structure by the caller.
     fn reserve_for(&mut self, now: Time, client: ClientId, id: JobId) -> Reply {
+        let seq = self.next_seq();
         let job = self.jobs.get_mut(&id).expect("job to reserve exists");
         job.state = State::Reserved;
-        job.holder = Holder::Client(client);
+        job.holder = Holder::Client(client, seq);
         job.deadline = now + Time::from(job.ttr) * SECOND;
         job.counts.reserves += 1;
         let key = (job.deadline, id);
@@ -801,9 +827,10 @@ impl Engine {
             let Some((_, job)) = tube.best_ready() else {
                 return;
             };
-            let Some(&(_, client)) = tube.waiters.first() else {
+            let Some(client) = self.tube_mut(t).waiters.take() else {
                 return;
             };
+            // Also leaves the waiter lists of its other watched tubes.
             self.cancel_wait(client);
             self.detach(job);
             let reply = self.reserve_for(now, client, job);
@@ -824,7 +851,7 @@ impl Engine {
         }
         for i in 0..self.clients[&client].watching.len() {
             let t = self.clients[&client].watching[i];
-            self.tube_mut(t).waiters.remove(&(wait.seq, client));
+            self.tube_mut(t).waiters.remove(wait.seq, client);
         }
         self.counters.waiting -= 1;
     }
@@ -1049,9 +1076,13 @@ impl Engine {
         assert_eq!(tube_jobs, self.jobs.len());
         for &t in &self.tube_list {
             let tube = self.tube(t);
-            for &(_, client) in &tube.waiters {
-                assert!(tube.best_ready().is_none(), "waiter beside a ready job");
+            assert!(
+                tube.waiters.is_empty() || tube.best_ready().is_none(),
+                "waiter beside a ready job"
+            );
+            for client in tube.waiters.iter() {
                 assert!(self.clients[&client].wait.is_some());
+                assert!(self.clients[&client].watching.contains(&t));
             }
             assert!(t == DEFAULT_TUBE || !tube.is_unreferenced());
         }

@@ -15,7 +15,7 @@ pub struct Tube {
     pub ready: BTreeSet<(Priority, JobId)>,
     pub delayed: BTreeSet<(Time, JobId)>,
     pub buried: BTreeSet<(u64, JobId)>,
-    pub waiters: BTreeSet<(u64, ClientId)>,
+    pub waiters: Waiters,
     /// Ready jobs with an urgent priority.
     pub urgent: usize,
     /// Jobs of this tube reserved by someone.
@@ -39,7 +39,7 @@ impl Tube {
             ready: BTreeSet::new(),
             delayed: BTreeSet::new(),
             buried: BTreeSet::new(),
-            waiters: BTreeSet::new(),
+            waiters: Waiters::default(),
             urgent: 0,
             reserved: 0,
             total_jobs: 0,
@@ -73,5 +73,62 @@ impl Tube {
         } else {
             self.ready.first().copied()
         }
+    }
+}
+
+/// The clients blocked in reserve on a tube, served longest-waiting first.
+///
+/// Keyed by the engine-wide sequence number taken when a client starts
+/// waiting, so a client waiting on several tubes has the same rank in each,
+/// and removal (the client got a job elsewhere, timed out or left) is
+/// O(log n). beanstalkd serves from a rotating index with swap-remove, which
+/// is only roughly oldest-first; see protocol.md, deliberate differences.
+#[derive(Debug, Default)]
+pub struct Waiters {
+    items: std::collections::BTreeSet<(u64, ClientId)>,
+}
+
+impl Waiters {
+    pub fn push(&mut self, seq: u64, client: ClientId) {
+        self.items.insert((seq, client));
+    }
+
+    pub fn remove(&mut self, seq: u64, client: ClientId) -> bool {
+        self.items.remove(&(seq, client))
+    }
+
+    /// Removes and returns the longest waiter.
+    pub fn take(&mut self) -> Option<ClientId> {
+        self.items.pop_first().map(|(_, c)| c)
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = ClientId> + '_ {
+        self.items.iter().map(|&(_, c)| c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Waiters;
+
+    #[test]
+    fn longest_waiter_first_whatever_the_arrivals() {
+        let mut w = Waiters::default();
+        w.push(1, 10);
+        w.push(2, 20);
+        assert_eq!(w.take(), Some(10));
+        w.push(3, 30);
+        assert_eq!(w.take(), Some(20));
+        assert!(w.remove(3, 30));
+        assert!(!w.remove(3, 30));
+        assert_eq!(w.take(), None);
     }
 }

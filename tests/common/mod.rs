@@ -6,12 +6,14 @@ use stalkd::clock::Clock;
 use stalkd::config::{Config, Listen};
 use stalkd::engine::HostInfo;
 use stalkd::hub::Hub;
-use stalkd::server::{LocalAddr, Server};
+use stalkd::server::{LocalAddr, Server, StartupError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// How long a reply may take before a test fails (generous: no test waits
 /// this long when it passes).
@@ -24,6 +26,9 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub hub: Arc<Hub>,
     clock: Clock,
+    /// Ends the serving task (graceful stop; see `stop`).
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl TestServer {
@@ -33,21 +38,102 @@ impl TestServer {
     }
 
     /// A server with `config`, listening on 127.0.0.1:0 whatever it says.
-    pub async fn start_with(mut config: Config) -> TestServer {
+    pub async fn start_with(config: Config) -> TestServer {
+        TestServer::start_with_clock(config, Clock::manual()).await
+    }
+
+    /// As [`TestServer::start_with`], with `clock` instead of a manual one
+    /// (`Clock::system()` for the few real-time tests; `advance` then has no
+    /// effect on time).
+    pub async fn start_with_clock(config: Config, clock: Clock) -> TestServer {
+        TestServer::try_start(config, clock)
+            .await
+            .expect("bind test server")
+    }
+
+    /// As [`TestServer::start_with_clock`], returning the start-up error
+    /// (a bad binlog dir, say) instead of panicking. A restarted server is
+    /// given its predecessor's clock, so time goes on across the restart.
+    pub async fn try_start(mut config: Config, clock: Clock) -> Result<TestServer, StartupError> {
         config.listen = Listen::Tcp {
             host: "127.0.0.1".into(),
             port: 0,
         };
-        let clock = Clock::manual();
-        let server = Server::bind(&config, clock.clone(), HostInfo::fixed())
-            .await
-            .expect("bind test server");
+        let server = Server::bind(&config, clock.clone(), HostInfo::fixed()).await?;
         let LocalAddr::Tcp(addr) = server.local_addr().unwrap() else {
             unreachable!()
         };
         let hub = server.hub();
-        tokio::spawn(server.run(std::future::pending()));
-        TestServer { addr, hub, clock }
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = server
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(TestServer {
+            addr,
+            hub,
+            clock,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// Serves `hub` (built by the test, e.g. over a fault-injecting binlog)
+    /// on 127.0.0.1:0. No timer task: time moves with [`TestServer::advance`].
+    pub async fn serve_hub(hub: Arc<Hub>, clock: Clock, max_job_size: u32) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = oneshot::channel::<()>();
+        let serving = hub.clone();
+        let task = tokio::spawn(async move {
+            let stop = tokio_util::sync::CancellationToken::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let (stream, _) = accepted.expect("accept");
+                        let session = stalkd::session::run(serving.clone(), stream, max_job_size, stop.clone());
+                        tokio::spawn(session);
+                    }
+                    _ = &mut rx => return stop.cancel(),
+                }
+            }
+        });
+        TestServer {
+            addr,
+            hub,
+            clock,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// The server's clock; give it to the next server of a restart.
+    pub fn clock(&self) -> Clock {
+        self.clock.clone()
+    }
+
+    /// Graceful stop: stops listening, syncs and closes the binlog, which
+    /// releases its directory for the next server. Drop clients first.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task");
+        }
+        drop(self.hub.with_engine(|e| e.take_journal()));
+    }
+
+    /// As if the process were killed: the binlog is closed without a sync
+    /// (what was written is in the kernel, as after kill -9).
+    pub fn crash(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        drop(self.hub.with_engine(|e| e.take_journal()));
     }
 
     pub async fn client(&self) -> Client {
@@ -65,6 +151,23 @@ impl TestServer {
 
     pub fn advance_secs(&self, secs: u64) {
         self.advance(Duration::from_secs(secs));
+    }
+
+    /// Waits until exactly `n` clients are blocked in reserve, so a test
+    /// can move the clock knowing a reserve it sent has been processed.
+    pub async fn wait_for_waiters(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+        loop {
+            let waiting = self.hub.with_engine(|e| e.waiting_count());
+            if waiting == n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{waiting} clients waiting, expected {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     pub fn check_invariants(&self) {
@@ -176,10 +279,196 @@ impl Client {
     }
 }
 
+/// A fresh, empty directory under the system temp dir, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "stalkd-test-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The value of `key` in a `key: value` YAML body.
 pub fn field(yaml: &str, key: &str) -> String {
     yaml.lines()
         .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(": ")))
         .unwrap_or_else(|| panic!("no {key} in {yaml}"))
         .to_string()
+}
+
+/// The exact reply `OK <n>\r\n<yaml>\r\n` for a YAML body.
+pub fn ok(yaml: &str) -> String {
+    format!("OK {}\r\n{yaml}\r\n", yaml.len())
+}
+
+/// The YAML body of `stats-job` for a job whose counters are all 0 unless
+/// changed with the builder methods.
+#[derive(Debug, Clone)]
+pub struct JobStats {
+    pub id: u64,
+    pub tube: String,
+    pub state: &'static str,
+    pub pri: u32,
+    pub age: u64,
+    pub delay: u32,
+    pub ttr: u32,
+    pub time_left: u64,
+    pub reserves: u32,
+    pub timeouts: u32,
+    pub releases: u32,
+    pub buries: u32,
+    pub kicks: u32,
+}
+
+impl JobStats {
+    pub fn new(id: u64, state: &'static str, pri: u32, delay: u32, ttr: u32) -> JobStats {
+        JobStats {
+            id,
+            tube: "default".into(),
+            state,
+            pri,
+            age: 0,
+            delay,
+            ttr,
+            time_left: 0,
+            reserves: 0,
+            timeouts: 0,
+            releases: 0,
+            buries: 0,
+            kicks: 0,
+        }
+    }
+
+    pub fn tube(mut self, tube: &str) -> Self {
+        self.tube = tube.into();
+        self
+    }
+    pub fn age(mut self, age: u64) -> Self {
+        self.age = age;
+        self
+    }
+    pub fn time_left(mut self, t: u64) -> Self {
+        self.time_left = t;
+        self
+    }
+    pub fn reserves(mut self, n: u32) -> Self {
+        self.reserves = n;
+        self
+    }
+    pub fn timeouts(mut self, n: u32) -> Self {
+        self.timeouts = n;
+        self
+    }
+    pub fn releases(mut self, n: u32) -> Self {
+        self.releases = n;
+        self
+    }
+    pub fn buries(mut self, n: u32) -> Self {
+        self.buries = n;
+        self
+    }
+    pub fn kicks(mut self, n: u32) -> Self {
+        self.kicks = n;
+        self
+    }
+
+    /// The full `OK …` reply.
+    pub fn reply(&self) -> String {
+        ok(&format!(
+            "---\nid: {}\ntube: {}\nstate: {}\npri: {}\nage: {}\ndelay: {}\nttr: {}\ntime-left: {}\nfile: 0\nreserves: {}\ntimeouts: {}\nreleases: {}\nburies: {}\nkicks: {}\n",
+            self.id,
+            self.tube,
+            self.state,
+            self.pri,
+            self.age,
+            self.delay,
+            self.ttr,
+            self.time_left,
+            self.reserves,
+            self.timeouts,
+            self.releases,
+            self.buries,
+            self.kicks
+        ))
+    }
+}
+
+/// The YAML body of `stats-tube` for an idle tube, to be changed field by field.
+#[derive(Debug, Clone)]
+pub struct TubeStats {
+    pub name: String,
+    pub urgent: u64,
+    pub ready: u64,
+    pub reserved: u64,
+    pub delayed: u64,
+    pub buried: u64,
+    pub total_jobs: u64,
+    pub using: u64,
+    pub watching: u64,
+    pub waiting: u64,
+    pub cmd_delete: u64,
+    pub cmd_pause: u64,
+    pub pause: u64,
+    pub pause_left: u64,
+}
+
+impl TubeStats {
+    pub fn new(name: &str) -> TubeStats {
+        TubeStats {
+            name: name.into(),
+            urgent: 0,
+            ready: 0,
+            reserved: 0,
+            delayed: 0,
+            buried: 0,
+            total_jobs: 0,
+            using: 0,
+            watching: 0,
+            waiting: 0,
+            cmd_delete: 0,
+            cmd_pause: 0,
+            pause: 0,
+            pause_left: 0,
+        }
+    }
+
+    /// The full `OK …` reply.
+    pub fn reply(&self) -> String {
+        ok(&format!(
+            "---\nname: {}\ncurrent-jobs-urgent: {}\ncurrent-jobs-ready: {}\ncurrent-jobs-reserved: {}\ncurrent-jobs-delayed: {}\ncurrent-jobs-buried: {}\ntotal-jobs: {}\ncurrent-using: {}\ncurrent-watching: {}\ncurrent-waiting: {}\ncmd-delete: {}\ncmd-pause-tube: {}\npause: {}\npause-time-left: {}\n",
+            self.name,
+            self.urgent,
+            self.ready,
+            self.reserved,
+            self.delayed,
+            self.buried,
+            self.total_jobs,
+            self.using,
+            self.watching,
+            self.waiting,
+            self.cmd_delete,
+            self.cmd_pause,
+            self.pause,
+            self.pause_left
+        ))
+    }
 }
