@@ -62,6 +62,9 @@ where
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut output = BytesMut::with_capacity(READ_CHUNK);
     let mut frames = VecDeque::new();
+    // The peer shut down its sending side: what it sent is still served,
+    // every blocking reserve times out at once, then the session ends.
+    let mut eof = false;
     loop {
         while let Some(frame) = codec.decode(&mut input)? {
             frames.push_back(frame);
@@ -84,15 +87,34 @@ where
                 Step::Done => {}
                 Step::Quit => return flush(stream, &mut output).await,
                 Step::Wait(reply) => {
-                    flush(stream, &mut output).await?;
-                    match wait(hub, client, stream, &mut input, reply, shutdown).await? {
-                        Some(reply) => reply.encode(&mut output),
-                        None => return Ok(()),
-                    }
+                    let answer = if eof {
+                        give_up_wait(hub, client, reply).await
+                    } else {
+                        flush(stream, &mut output).await?;
+                        match wait(hub, client, stream, &mut input, reply, shutdown).await? {
+                            WaitEnd::Answer(reply) => reply,
+                            WaitEnd::HalfClosed => {
+                                eof = true;
+                                Reply::TimedOut
+                            }
+                            WaitEnd::Shutdown => return Ok(()),
+                        }
+                    };
+                    answer.encode(&mut output);
                     // Frames that arrived while blocked are served next.
                     continue;
                 }
             }
+        }
+        if eof {
+            // Like beanstalkd, keep applying what was received even if the
+            // peer is gone entirely and its replies cannot be delivered.
+            let _ = flush(stream, &mut output).await;
+            output.clear();
+            if frames.is_empty() {
+                return Ok(());
+            }
+            continue;
         }
         flush(stream, &mut output).await?;
         if !frames.is_empty() {
@@ -117,10 +139,26 @@ where
     }
 }
 
-/// Waits for the answer to a blocked reserve. Returns `None` when the
-/// session should end: the peer half-closed (TIMED_OUT was written) or the
-/// server is shutting down (nothing is written; the disconnect guard returns
-/// a job that may have been handed over meanwhile).
+/// How a blocked reserve ended.
+enum WaitEnd {
+    Answer(Reply),
+    /// The peer half-closed: the reserve was withdrawn; answer TIMED_OUT.
+    HalfClosed,
+    /// The server is shutting down: end the session without a reply (the
+    /// disconnect guard returns a job that may have been handed over).
+    Shutdown,
+}
+
+/// Withdraws a reserve at once (the peer already half-closed): TIMED_OUT,
+/// unless a job was handed over first.
+async fn give_up_wait(hub: &Hub, client: ClientId, reply: oneshot::Receiver<Reply>) -> Reply {
+    if hub.abandon_wait(client) {
+        return Reply::TimedOut;
+    }
+    reply.await.unwrap_or(Reply::TimedOut)
+}
+
+/// Waits for the answer to a blocked reserve.
 async fn wait<S>(
     hub: &Hub,
     client: ClientId,
@@ -128,35 +166,32 @@ async fn wait<S>(
     input: &mut BytesMut,
     mut reply: oneshot::Receiver<Reply>,
     shutdown: &CancellationToken,
-) -> io::Result<Option<Reply>>
+) -> io::Result<WaitEnd>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
         if input.len() >= READ_AHEAD_WHILE_WAITING {
             return Ok(tokio::select! {
-                r = &mut reply => r.ok(),
-                () = shutdown.cancelled() => None,
+                r = &mut reply => r.map_or(WaitEnd::Shutdown, WaitEnd::Answer),
+                () = shutdown.cancelled() => WaitEnd::Shutdown,
             });
         }
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
         }
         tokio::select! {
-            r = &mut reply => return Ok(r.ok()),
-            () = shutdown.cancelled() => return Ok(None),
+            r = &mut reply => return Ok(r.map_or(WaitEnd::Shutdown, WaitEnd::Answer)),
+            () = shutdown.cancelled() => return Ok(WaitEnd::Shutdown),
             n = stream.read_buf(input) => {
                 if n? > 0 {
                     continue;
                 }
                 if hub.abandon_wait(client) {
-                    let mut out = BytesMut::new();
-                    Reply::TimedOut.encode(&mut out);
-                    flush(stream, &mut out).await?;
-                    return Ok(None);
+                    return Ok(WaitEnd::HalfClosed);
                 }
                 // The answer raced the half-close: it is in the channel.
-                return Ok(reply.await.ok());
+                return Ok(reply.await.map_or(WaitEnd::Shutdown, WaitEnd::Answer));
             }
         }
     }

@@ -604,7 +604,6 @@ async fn half_close_with_a_reserve_with_timeout_gives_timed_out() {
 /// beanstalkd answers TIMED_OUT, then still runs the commands already
 /// received, then closes at end of input.
 #[tokio::test]
-#[ignore = "session.rs drops commands pipelined after a reserve when the peer half-closes"]
 async fn half_close_while_waiting_still_answers_pipelined_commands() {
     let server = TestServer::start().await;
     let mut c = server.client().await;
@@ -620,7 +619,6 @@ async fn half_close_while_waiting_still_answers_pipelined_commands() {
 /// beanstalkd reads on after the client is gone: the put behind the reserve
 /// is stored (and uses an id) even though its reply cannot be delivered.
 #[tokio::test]
-#[ignore = "session.rs drops commands pipelined behind a blocked reserve when the client closes"]
 async fn commands_behind_a_blocked_reserve_still_run_when_the_client_closes() {
     let server = TestServer::start().await;
     let mut c = server.client().await;
