@@ -28,6 +28,31 @@ use tokio::sync::oneshot;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
+/// A client connection: a byte stream that can also wait for readability
+/// without a buffer (TCP and UNIX sockets).
+pub trait Connection: AsyncRead + AsyncWrite + Unpin {
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>>;
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
+}
+
+impl Connection for tokio::net::TcpStream {
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> {
+        tokio::net::TcpStream::readable(self)
+    }
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        tokio::net::TcpStream::try_read_buf(self, buf)
+    }
+}
+
+impl Connection for tokio::net::UnixStream {
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> {
+        tokio::net::UnixStream::readable(self)
+    }
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        tokio::net::UnixStream::try_read_buf(self, buf)
+    }
+}
+
 /// Bytes read ahead while a reserve is blocked; past this the session stops
 /// reading until the reserve is answered.
 const READ_AHEAD_WHILE_WAITING: usize = 64 * 1024;
@@ -39,7 +64,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// cancelled and its received input is answered.
 pub async fn run<S>(hub: Arc<Hub>, mut stream: S, max_job_size: u32, shutdown: CancellationToken)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Connection,
 {
     let client = Disconnect::new(hub.clone());
     if let Err(e) = serve(&hub, client.id, &mut stream, max_job_size, &shutdown).await {
@@ -56,11 +81,11 @@ async fn serve<S>(
     shutdown: &CancellationToken,
 ) -> io::Result<()>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Connection,
 {
     let mut codec = Codec::new(max_job_size);
-    let mut input = BytesMut::with_capacity(READ_CHUNK);
-    let mut output = BytesMut::with_capacity(READ_CHUNK);
+    let mut input = BytesMut::new();
+    let mut output = BytesMut::new();
     let mut frames = VecDeque::new();
     // The peer shut down its sending side: what it sent is still served,
     // every blocking reserve times out at once, then the session ends.
@@ -81,17 +106,20 @@ where
             let batch = hub.run(client, &mut frames, &mut output);
             if let Some(pos) = batch.sync_to {
                 // Nothing is acknowledged before it is on disk (-f 0).
-                hub.wait_synced(pos).await?;
+                // Boxed, like the blocked-reserve wait below: rarely-taken
+                // paths stay out of every idle connection's task.
+                Box::pin(hub.wait_synced(pos)).await?;
             }
             match batch.step {
                 Step::Done => {}
                 Step::Quit => return flush(stream, &mut output).await,
                 Step::Wait(reply) => {
                     let answer = if eof {
-                        give_up_wait(hub, client, reply).await
+                        Box::pin(give_up_wait(hub, client, reply)).await
                     } else {
                         flush(stream, &mut output).await?;
-                        match wait(hub, client, stream, &mut input, reply, shutdown).await? {
+                        let end = Box::pin(wait(hub, client, stream, &mut input, reply, shutdown));
+                        match end.await? {
                             WaitEnd::Answer(reply) => reply,
                             WaitEnd::HalfClosed => {
                                 eof = true;
@@ -122,6 +150,24 @@ where
             // reading more, so input is bounded by what the client's
             // reading lets through.
             continue;
+        }
+        if input.is_empty() {
+            // Idle between commands: hold no buffers while waiting, so an
+            // idle connection costs little more than its task and socket.
+            input = BytesMut::new();
+            output = BytesMut::new();
+            tokio::select! {
+                biased;
+                r = stream.readable() => r?,
+                () = shutdown.cancelled() => return Ok(()),
+            }
+            input.reserve(READ_CHUNK);
+            match stream.try_read_buf(&mut input) {
+                Ok(0) => return Ok(()),
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
         }
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
