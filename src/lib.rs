@@ -16,6 +16,7 @@
 pub mod binlog;
 pub mod clock;
 pub mod config;
+pub mod connection;
 pub mod engine;
 pub mod hub;
 pub mod protocol;

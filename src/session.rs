@@ -16,6 +16,7 @@
 //! is closed without a reply. The session never stops between applying a
 //! batch and writing its replies.
 
+use crate::connection::Connection;
 use crate::engine::ClientId;
 use crate::hub::{Hub, Step};
 use crate::protocol::{Codec, Command, Frame, Reply};
@@ -27,31 +28,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
-
-/// A client connection: a byte stream that can also wait for readability
-/// without a buffer (TCP and UNIX sockets).
-pub trait Connection: AsyncRead + AsyncWrite + Unpin {
-    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>>;
-    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
-}
-
-impl Connection for tokio::net::TcpStream {
-    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> {
-        tokio::net::TcpStream::readable(self)
-    }
-    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
-        tokio::net::TcpStream::try_read_buf(self, buf)
-    }
-}
-
-impl Connection for tokio::net::UnixStream {
-    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> {
-        tokio::net::UnixStream::readable(self)
-    }
-    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
-        tokio::net::UnixStream::try_read_buf(self, buf)
-    }
-}
 
 /// Bytes read ahead while a reserve is blocked; past this the session stops
 /// reading until the reserve is answered.
@@ -156,28 +132,21 @@ where
             // idle connection costs little more than its task and socket.
             input = BytesMut::new();
             output = BytesMut::new();
-            tokio::select! {
-                biased;
-                r = stream.readable() => r?,
-                () = shutdown.cancelled() => return Ok(()),
-            }
-            input.reserve(READ_CHUNK);
-            match stream.try_read_buf(&mut input) {
-                Ok(0) => return Ok(()),
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
+        }
+        tokio::select! {
+            // Input first: what has arrived is answered even once shutdown
+            // has begun; only an idle connection is closed.
+            biased;
+            r = stream.readable() => r?,
+            () = shutdown.cancelled() => return Ok(()),
         }
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
         }
-        let n = tokio::select! {
-            // Input first: what has arrived is answered even once shutdown
-            // has begun; only an idle connection is closed.
-            biased;
-            n = stream.read_buf(&mut input) => n?,
-            () = shutdown.cancelled() => return Ok(()),
+        let n = match stream.try_read_available(&mut input) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
         };
         if n == 0 {
             return Ok(());

@@ -1,0 +1,70 @@
+//! The socket side of a session: TCP or UNIX streams, read so that an idle
+//! connection holds no buffer and a request costs as few syscalls as possible.
+//!
+//! A read that returns less than the space offered has drained the socket's
+//! receive queue, so the readiness tokio cached for it is cleared at once;
+//! otherwise the next wait would cost an extra `recv` that returns EAGAIN
+//! for every request of a request-reply client. Clearing goes through
+//! `try_io`, which keeps any readiness that arrived during the read, so no
+//! wake-up is lost.
+
+use bytes::BytesMut;
+use std::future::Future;
+use std::io;
+use std::os::unix::io::{AsRawFd, RawFd};
+use tokio::io::{AsyncRead, AsyncWrite, Interest};
+
+/// A client connection.
+pub trait Connection: AsyncRead + AsyncWrite + Unpin {
+    /// Waits until the socket may have input (no buffer needed meanwhile).
+    fn readable(&self) -> impl Future<Output = io::Result<()>>;
+    /// Reads what is available into `buf`'s spare capacity; `Ok(0)` is EOF,
+    /// `WouldBlock` means nothing was there after all.
+    fn try_read_available(&self, buf: &mut BytesMut) -> io::Result<usize>;
+}
+
+macro_rules! connection_for {
+    ($stream:ty) => {
+        impl Connection for $stream {
+            fn readable(&self) -> impl Future<Output = io::Result<()>> {
+                <$stream>::readable(self)
+            }
+
+            fn try_read_available(&self, buf: &mut BytesMut) -> io::Result<usize> {
+                let fd = self.as_raw_fd();
+                let mut got = 0;
+                let result = self.try_io(Interest::READABLE, || {
+                    let offered = buf.capacity() - buf.len();
+                    got = read_into(fd, buf)?;
+                    if got > 0 && got < offered {
+                        // Drained: let tokio wait for the next edge.
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                    Ok(got)
+                });
+                match result {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+                    other => other,
+                }
+            }
+        }
+    };
+}
+
+connection_for!(tokio::net::TcpStream);
+connection_for!(tokio::net::UnixStream);
+
+/// One `read(2)` into the spare capacity of `buf`.
+fn read_into(fd: RawFd, buf: &mut BytesMut) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: the kernel writes at most `spare.len()` bytes into memory we
+    // own; exactly the `n` bytes it reports are then marked initialised.
+    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: see above; `n <= spare.len()`.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
