@@ -3,7 +3,12 @@
 
 use super::{Time, TubeIdx};
 use crate::protocol::JobId;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
+
+/// Clients watching more tubes than this wait in one engine-wide list and
+/// pick jobs from the index of tube heads, so their cost does not grow with
+/// the number of tubes they watch.
+pub const WIDE_WATCH: usize = 32;
 
 /// A connection waiting in `reserve`.
 #[derive(Debug, Clone, Copy)]
@@ -14,6 +19,8 @@ pub struct Wait {
     pub timeout_at: Option<Time>,
     /// The wake-up currently scheduled in the timers.
     pub timer: Option<Time>,
+    /// Waiting in the engine-wide list of wide watchers, not per tube.
+    pub wide: bool,
 }
 
 #[derive(Debug)]
@@ -21,6 +28,8 @@ pub struct Client {
     pub using: TubeIdx,
     /// Watched tubes; `ignore` swap-removes, as beanstalkd does, so order is observable.
     pub watching: Vec<TubeIdx>,
+    /// The same tubes, for O(1) membership tests.
+    pub watch_set: HashSet<TubeIdx>,
     /// Reserved jobs by TTR deadline, so the soonest is the first.
     pub reserved: BTreeSet<(Time, JobId)>,
     pub wait: Option<Wait>,
@@ -33,6 +42,7 @@ impl Client {
         Client {
             using: default_tube,
             watching: vec![default_tube],
+            watch_set: HashSet::from([default_tube]),
             reserved: BTreeSet::new(),
             wait: None,
             producer: false,
@@ -45,6 +55,10 @@ impl Client {
         self.reserved
             .first()
             .map(|&(deadline, _)| deadline.saturating_sub(super::SAFETY_MARGIN))
+    }
+
+    pub fn is_wide(&self) -> bool {
+        self.watching.len() > WIDE_WATCH
     }
 
     pub fn is_deadline_soon(&self, now: Time) -> bool {

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use client::{Client, Wait};
 use job::Holder;
 use stats::Counters;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use timers::{Due, Timers};
 use tube::Tube;
 
@@ -87,6 +87,11 @@ pub struct Engine {
     tube_list: Vec<TubeIdx>,
     clients: HashMap<ClientId, Client>,
     next_client_id: ClientId,
+    /// The best ready job of every unpaused tube that has one, so a client
+    /// watching many tubes finds its next job without visiting each tube.
+    heads: BTreeSet<(Priority, JobId, TubeIdx)>,
+    /// Waiting clients that watch more than `WIDE_WATCH` tubes, by wait order.
+    wide_waiters: BTreeSet<(u64, ClientId)>,
     /// Orders waiters and buried jobs.
     next_seq: u64,
     timers: Timers,
@@ -114,6 +119,8 @@ impl Engine {
             next_client_id: 1,
             next_seq: 0,
             timers: Timers::default(),
+            heads: BTreeSet::new(),
+            wide_waiters: BTreeSet::new(),
             counters: Counters::default(),
             draining: false,
             wakeups: Vec::new(),
@@ -421,7 +428,7 @@ impl Engine {
     fn watch(&mut self, client: ClientId, name: TubeName) -> Reply {
         let t = self.tube_for(&name);
         let c = self.clients.get_mut(&client).expect("checked by apply");
-        if !c.watching.contains(&t) {
+        if c.watch_set.insert(t) {
             c.watching.push(t);
             let n = c.watching.len();
             self.tube_mut(t).watching += 1;
@@ -435,12 +442,18 @@ impl Engine {
         let Some(&t) = self.tube_index.get(name) else {
             return Reply::Watching(c.watching.len());
         };
-        let Some(pos) = c.watching.iter().position(|&w| w == t) else {
+        if !c.watch_set.contains(&t) {
             return Reply::Watching(c.watching.len());
-        };
+        }
         if c.watching.len() == 1 {
             return Reply::NotIgnored;
         }
+        c.watch_set.remove(&t);
+        let pos = c
+            .watching
+            .iter()
+            .position(|&w| w == t)
+            .expect("in watch_set");
         c.watching.swap_remove(pos);
         let n = c.watching.len();
         self.tube_mut(t).watching -= 1;
@@ -460,12 +473,7 @@ impl Engine {
         if c.is_deadline_soon(now) && !c.watching.iter().any(|&t| !self.tube(t).ready.is_empty()) {
             return Reply::DeadlineSoon.into();
         }
-        let best = c
-            .watching
-            .iter()
-            .filter_map(|&t| self.tube(t).best_ready())
-            .min();
-        if let Some((_, id)) = best {
+        if let Some(id) = self.best_for(client) {
             self.detach(id);
             return self.reserve_for(now, client, id).into();
         }
@@ -484,14 +492,20 @@ impl Engine {
         let timeout_at = timeout.map(|s| now + Time::from(s) * SECOND);
         let seq = self.next_seq();
         let c = self.clients.get_mut(&client).expect("checked by apply");
+        let wide = c.is_wide();
         c.wait = Some(Wait {
             seq,
             timeout_at,
             timer: None,
+            wide,
         });
-        for i in 0..c.watching.len() {
-            let t = self.clients[&client].watching[i];
-            self.tube_mut(t).waiters.push(seq, client);
+        if wide {
+            self.wide_waiters.insert((seq, client));
+        } else {
+            for i in 0..c.watching.len() {
+                let t = self.clients[&client].watching[i];
+                self.tube_mut(t).waiters.push(seq, client);
+            }
         }
         self.counters.waiting += 1;
         self.schedule_wait_timer(client);
@@ -669,10 +683,11 @@ impl Engine {
         };
         // A pause of 0 becomes 1 ns: it ends on the next tick and wakes waiters.
         let until = now + (Time::from(delay) * SECOND).max(1);
-        let tube = self.tube_mut(t);
-        let old = tube.unpause_at.replace(until);
-        tube.pause = delay;
-        tube.cmd_pause += 1;
+        let old = self.with_head(t, |tube| {
+            tube.pause = delay;
+            tube.cmd_pause += 1;
+            tube.unpause_at.replace(until)
+        });
         if let Some(old) = old {
             self.timers.pauses.remove(&(old, t));
         }
@@ -698,10 +713,12 @@ impl Engine {
         let (state, pri, deadline, holder, t) =
             (job.state, job.pri, job.deadline, job.holder, job.tube);
         let urgent = job.is_urgent();
+        if state == State::Ready {
+            self.with_head(t, |tube| tube.ready.remove(&(pri, id)));
+        }
         let tube = self.tube_mut(t);
         match state {
             State::Ready => {
-                tube.ready.remove(&(pri, id));
                 if urgent {
                     tube.urgent -= 1;
                     self.counters.urgent -= 1;
@@ -773,8 +790,8 @@ impl Engine {
         job.state = State::Ready;
         job.holder = Holder::None;
         let (t, pri, urgent) = (job.tube, job.pri, job.is_urgent());
+        self.with_head(t, |tube| tube.ready.insert((pri, id)));
         let tube = self.tube_mut(t);
-        tube.ready.insert((pri, id));
         if urgent {
             tube.urgent += 1;
             self.counters.urgent += 1;
@@ -818,6 +835,50 @@ impl Engine {
         true
     }
 
+    /// Runs `f` on tube `t` and keeps the index of tube heads in step with
+    /// whatever it changed (ready set or pause).
+    fn with_head<R>(&mut self, t: TubeIdx, f: impl FnOnce(&mut Tube) -> R) -> R {
+        let before = self.tube(t).best_ready();
+        let result = f(self.tube_mut(t));
+        let after = self.tube(t).best_ready();
+        if before != after {
+            if let Some((pri, id)) = before {
+                self.heads.remove(&(pri, id, t));
+            }
+            if let Some((pri, id)) = after {
+                self.heads.insert((pri, id, t));
+            }
+        }
+        result
+    }
+
+    /// The best ready job in the unpaused tubes `client` watches.
+    ///
+    /// A narrow watcher visits its tubes. A wide one walks the index of tube
+    /// heads in (priority, id) order until it meets a tube it watches, and
+    /// gives up on that walk after as many steps as visiting would cost.
+    fn best_for(&self, client: ClientId) -> Option<JobId> {
+        let c = &self.clients[&client];
+        if c.is_wide() {
+            let found = self
+                .heads
+                .iter()
+                .take(c.watching.len())
+                .find(|&&(_, _, t)| c.watch_set.contains(&t));
+            if let Some(&(_, id, _)) = found {
+                return Some(id);
+            }
+            if self.heads.len() <= c.watching.len() {
+                return None;
+            }
+        }
+        c.watching
+            .iter()
+            .filter_map(|&t| self.tube(t).best_ready())
+            .min()
+            .map(|(_, id)| id)
+    }
+
     // ----- waiting and timers ----------------------------------------------
 
     /// Hands ready jobs of tube `t` to its longest waiters while both exist.
@@ -827,7 +888,13 @@ impl Engine {
             let Some((_, job)) = tube.best_ready() else {
                 return;
             };
-            let Some(client) = self.tube_mut(t).waiters.take() else {
+            let narrow = tube.waiters.first();
+            let wide = self
+                .wide_waiters
+                .iter()
+                .find(|&&(_, c)| self.clients[&c].watch_set.contains(&t))
+                .copied();
+            let Some((_, client)) = [narrow, wide].into_iter().flatten().min() else {
                 return;
             };
             // Also leaves the waiter lists of its other watched tubes.
@@ -849,9 +916,13 @@ impl Engine {
         if let Some(at) = wait.timer {
             self.timers.waits.remove(&(at, client));
         }
-        for i in 0..self.clients[&client].watching.len() {
-            let t = self.clients[&client].watching[i];
-            self.tube_mut(t).waiters.remove(wait.seq, client);
+        if wait.wide {
+            self.wide_waiters.remove(&(wait.seq, client));
+        } else {
+            for i in 0..self.clients[&client].watching.len() {
+                let t = self.clients[&client].watching[i];
+                self.tube_mut(t).waiters.remove(wait.seq, client);
+            }
         }
         self.counters.waiting -= 1;
     }
@@ -922,9 +993,10 @@ impl Engine {
     }
 
     fn unpause(&mut self, now: Time, t: TubeIdx) {
-        let tube = self.tube_mut(t);
-        tube.unpause_at = None;
-        tube.pause = 0;
+        self.with_head(t, |tube| {
+            tube.unpause_at = None;
+            tube.pause = 0;
+        });
         self.dispatch(now, t);
     }
 
@@ -1007,7 +1079,12 @@ impl Engine {
     }
 
     fn tube_stats(&self, now: Time, t: TubeIdx) -> Bytes {
-        stats::tube_yaml(self.tube(t), now)
+        let wide = self
+            .wide_waiters
+            .iter()
+            .filter(|&&(_, c)| self.clients[&c].watch_set.contains(&t))
+            .count();
+        stats::tube_yaml(self.tube(t), self.tube(t).waiters.len() + wide, now)
     }
 
     fn server_stats(&self, now: Time) -> Bytes {
@@ -1088,6 +1165,26 @@ impl Engine {
         }
         let waiting = self.clients.values().filter(|c| c.wait.is_some()).count();
         assert_eq!(c.waiting, waiting);
+        let heads: BTreeSet<_> = self
+            .tube_list
+            .iter()
+            .filter_map(|&t| self.tube(t).best_ready().map(|(p, id)| (p, id, t)))
+            .collect();
+        assert_eq!(self.heads, heads, "index of tube heads");
+        for &(_, client) in &self.wide_waiters {
+            let c = &self.clients[&client];
+            assert!(c.wait.is_some_and(|w| w.wide));
+            for &t in &c.watching {
+                assert!(
+                    self.tube(t).best_ready().is_none(),
+                    "wide waiter beside a ready job"
+                );
+            }
+        }
+        for c in self.clients.values() {
+            assert_eq!(c.watch_set.len(), c.watching.len());
+            assert!(c.watching.iter().all(|t| c.watch_set.contains(t)));
+        }
     }
 }
 

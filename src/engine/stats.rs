@@ -182,7 +182,7 @@ pub fn server_yaml(s: &ServerSnapshot<'_>) -> Bytes {
     y.finish()
 }
 
-pub fn tube_yaml(t: &Tube, now: Time) -> Bytes {
+pub fn tube_yaml(t: &Tube, waiting: usize, now: Time) -> Bytes {
     let (pause, pause_left) = match t.unpause_at {
         Some(at) => (t.pause, at.saturating_sub(now) / SECOND),
         None => (0, 0),
@@ -197,7 +197,7 @@ pub fn tube_yaml(t: &Tube, now: Time) -> Bytes {
         .field("total-jobs", t.total_jobs)
         .field("current-using", t.using)
         .field("current-watching", t.watching)
-        .field("current-waiting", t.waiters.len())
+        .field("current-waiting", waiting)
         .field("cmd-delete", t.cmd_delete)
         .field("cmd-pause-tube", t.cmd_pause)
         .field("pause", pause)

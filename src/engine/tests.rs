@@ -489,3 +489,66 @@ fn late_tick_processes_events_in_time_order() {
     assert_eq!(wakeups(&mut e), vec![(w, Reply::TimedOut)]);
     e.check_invariants();
 }
+
+/// A client watching more than `WIDE_WATCH` tubes takes the wide paths.
+fn watch_many(e: &mut Engine, c: ClientId, n: usize) {
+    for i in 0..n {
+        reply(e, T0, c, Command::Watch(tube(&format!("t{i}"))));
+    }
+}
+
+#[test]
+fn wide_watcher_reserves_the_best_job_across_its_tubes() {
+    let mut e = engine();
+    let (w, p) = (e.connect(), e.connect());
+    watch_many(&mut e, w, 40);
+    for (t, pri) in [("t3", 9), ("t39", 2), ("unwatched", 1), ("t7", 2)] {
+        reply(&mut e, T0, p, Command::Use(tube(t)));
+        reply(&mut e, T0, p, put(pri, 0, 10, t));
+    }
+    let pause = Command::PauseTube {
+        tube: tube("t39"),
+        delay: 100,
+    };
+    reply(&mut e, T0, p, pause);
+    // t39's job (pri 2, id 2) is paused and "unwatched" is not watched.
+    assert_eq!(reply(&mut e, T0, w, Command::Reserve), reserved(4, "t7"));
+    assert_eq!(reply(&mut e, T0, w, Command::Reserve), reserved(1, "t3"));
+    for id in [4, 1] {
+        assert_eq!(reply(&mut e, T0, w, Command::Delete(id)), Reply::Deleted);
+    }
+    assert_eq!(e.apply(T0, w, Command::Reserve), Outcome::Wait);
+    e.check_invariants();
+    e.tick(T0 + 100 * SECOND);
+    assert_eq!(wakeups(&mut e), vec![(w, reserved(2, "t39"))]);
+    e.check_invariants();
+}
+
+#[test]
+fn wide_and_narrow_waiters_are_served_in_waiting_order() {
+    let mut e = engine();
+    let (narrow1, wide, narrow2, p) = (e.connect(), e.connect(), e.connect(), e.connect());
+    watch_many(&mut e, wide, 40);
+    reply(&mut e, T0, narrow1, Command::Watch(tube("t5")));
+    reply(&mut e, T0, narrow2, Command::Watch(tube("t5")));
+    assert_eq!(e.apply(T0, narrow1, Command::Reserve), Outcome::Wait);
+    assert_eq!(e.apply(T0, wide, Command::Reserve), Outcome::Wait);
+    assert_eq!(e.apply(T0, narrow2, Command::Reserve), Outcome::Wait);
+    e.check_invariants();
+    let s = reply(&mut e, T0, p, Command::StatsTube(tube("t5")));
+    assert_eq!(stat(&s, "current-waiting"), "3");
+    reply(&mut e, T0, p, Command::Use(tube("t5")));
+    for (i, who) in [narrow1, wide, narrow2].into_iter().enumerate() {
+        let id = i as u64 + 1;
+        reply(&mut e, T0, p, put(0, 0, 10, "x"));
+        assert_eq!(wakeups(&mut e), vec![(who, reserved(id, "x"))]);
+        e.check_invariants();
+    }
+    // A job in a tube only the wide client watches goes to it.
+    assert_eq!(e.apply(T0, wide, Command::Reserve), Outcome::Wait);
+    reply(&mut e, T0, p, Command::Use(tube("t33")));
+    reply(&mut e, T0, p, put(0, 0, 10, "y"));
+    assert_eq!(wakeups(&mut e), vec![(wide, reserved(4, "y"))]);
+    e.disconnect(T0, wide);
+    e.check_invariants();
+}

@@ -97,9 +97,9 @@ impl Waiters {
         self.items.remove(&(seq, client))
     }
 
-    /// Removes and returns the longest waiter.
-    pub fn take(&mut self) -> Option<ClientId> {
-        self.items.pop_first().map(|(_, c)| c)
+    /// The longest waiter and its sequence number.
+    pub fn first(&self) -> Option<(u64, ClientId)> {
+        self.items.first().copied()
     }
 
     pub fn len(&self) -> usize {
@@ -124,11 +124,13 @@ mod tests {
         let mut w = Waiters::default();
         w.push(1, 10);
         w.push(2, 20);
-        assert_eq!(w.take(), Some(10));
+        assert_eq!(w.first(), Some((1, 10)));
+        assert!(w.remove(1, 10));
         w.push(3, 30);
-        assert_eq!(w.take(), Some(20));
+        assert_eq!(w.first(), Some((2, 20)));
+        assert!(w.remove(2, 20));
         assert!(w.remove(3, 30));
         assert!(!w.remove(3, 30));
-        assert_eq!(w.take(), None);
+        assert_eq!(w.first(), None);
     }
 }
