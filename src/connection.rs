@@ -18,9 +18,10 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest};
 pub trait Connection: AsyncRead + AsyncWrite + Unpin {
     /// Waits until the socket may have input (no buffer needed meanwhile).
     fn readable(&self) -> impl Future<Output = io::Result<()>>;
-    /// Reads what is available into `buf`'s spare capacity; `Ok(0)` is EOF,
-    /// `WouldBlock` means nothing was there after all.
-    fn try_read_available(&self, buf: &mut BytesMut) -> io::Result<usize>;
+    /// Reads what is available, at most `limit` bytes, into `buf`'s spare
+    /// capacity; `Ok(0)` is EOF, `WouldBlock` means nothing was there after
+    /// all. `limit` must be above 0, and so must the spare capacity.
+    fn try_read_available(&self, buf: &mut BytesMut, limit: usize) -> io::Result<usize>;
 }
 
 macro_rules! connection_for {
@@ -30,12 +31,12 @@ macro_rules! connection_for {
                 <$stream>::readable(self)
             }
 
-            fn try_read_available(&self, buf: &mut BytesMut) -> io::Result<usize> {
+            fn try_read_available(&self, buf: &mut BytesMut, limit: usize) -> io::Result<usize> {
                 let fd = self.as_raw_fd();
                 let mut got = 0;
                 let result = self.try_io(Interest::READABLE, || {
-                    let offered = buf.capacity() - buf.len();
-                    got = read_into(fd, buf)?;
+                    let offered = (buf.capacity() - buf.len()).min(limit);
+                    got = read_into(fd, buf, offered)?;
                     if got > 0 && got < offered {
                         // Drained: let tokio wait for the next edge.
                         return Err(io::ErrorKind::WouldBlock.into());
@@ -54,17 +55,19 @@ macro_rules! connection_for {
 connection_for!(tokio::net::TcpStream);
 connection_for!(tokio::net::UnixStream);
 
-/// One `read(2)` into the spare capacity of `buf`.
-fn read_into(fd: RawFd, buf: &mut BytesMut) -> io::Result<usize> {
+/// One `read(2)` of at most `max` bytes into the spare capacity of `buf`.
+fn read_into(fd: RawFd, buf: &mut BytesMut, max: usize) -> io::Result<usize> {
     let spare = buf.spare_capacity_mut();
-    // SAFETY: the kernel writes at most `spare.len()` bytes into memory we
-    // own; exactly the `n` bytes it reports are then marked initialised.
-    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
+    let len = spare.len().min(max);
+    // SAFETY: the kernel writes at most `len <= spare.len()` bytes into
+    // memory we own; exactly the `n` bytes it reports are then marked
+    // initialised.
+    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), len) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
     let n = n as usize;
-    // SAFETY: see above; `n <= spare.len()`.
+    // SAFETY: see above; `n <= len <= spare.len()`.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
 }

@@ -19,12 +19,12 @@
 use crate::connection::Connection;
 use crate::engine::ClientId;
 use crate::hub::{Hub, Step};
-use crate::protocol::{Codec, Command, Frame, Reply};
+use crate::protocol::{Codec, Command, Frame, Reply, MAX_LINE};
 use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +35,13 @@ const READ_AHEAD_WHILE_WAITING: usize = 64 * 1024;
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Read buffer capacity kept while waiting for the rest of a command.
+const PARTIAL_KEPT: usize = 1024;
+
+/// Frame queue capacity an idle connection keeps (one burst of pipelined
+/// commands can grow it to a read buffer's worth of frames).
+const FRAMES_KEPT: usize = 64;
 
 /// Serves one connection until it closes, quits, fails, or `shutdown` is
 /// cancelled and its received input is answered.
@@ -94,6 +101,16 @@ where
                         Box::pin(give_up_wait(hub, client, reply)).await
                     } else {
                         flush(stream, &mut output).await?;
+                        // Blocked, maybe for hours: like an idle connection,
+                        // hold no buffers meanwhile (input read ahead gets
+                        // one when it arrives).
+                        output = BytesMut::new();
+                        if input.is_empty() {
+                            input = BytesMut::new();
+                        }
+                        if frames.is_empty() {
+                            frames = VecDeque::new();
+                        }
                         let end = Box::pin(wait(hub, client, stream, &mut input, reply, shutdown));
                         match end.await? {
                             WaitEnd::Answer(reply) => reply,
@@ -132,6 +149,13 @@ where
             // idle connection costs little more than its task and socket.
             input = BytesMut::new();
             output = BytesMut::new();
+            if frames.capacity() > FRAMES_KEPT {
+                frames = VecDeque::new();
+            }
+        } else if input.len() < MAX_LINE && input.capacity() > PARTIAL_KEPT {
+            // Part of a command (a slow client, or a slowloris holding
+            // thousands of connections): keep its bytes, not a read buffer.
+            input = BytesMut::from(&input[..]);
         }
         tokio::select! {
             // Input first: what has arrived is answered even once shutdown
@@ -143,7 +167,7 @@ where
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
         }
-        let n = match stream.try_read_available(&mut input) {
+        let n = match stream.try_read_available(&mut input, usize::MAX) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
@@ -173,7 +197,9 @@ async fn give_up_wait(hub: &Hub, client: ClientId, reply: oneshot::Receiver<Repl
     reply.await.unwrap_or(Reply::TimedOut)
 }
 
-/// Waits for the answer to a blocked reserve.
+/// Waits for the answer to a blocked reserve, reading ahead at most
+/// [`READ_AHEAD_WHILE_WAITING`] bytes of input meanwhile (to notice a
+/// half-close); `input` gets a buffer only once input arrives.
 async fn wait<S>(
     hub: &Hub,
     client: ClientId,
@@ -183,32 +209,35 @@ async fn wait<S>(
     shutdown: &CancellationToken,
 ) -> io::Result<WaitEnd>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: Connection,
 {
     loop {
-        if input.len() >= READ_AHEAD_WHILE_WAITING {
+        let room = READ_AHEAD_WHILE_WAITING.saturating_sub(input.len());
+        if room == 0 {
             return Ok(tokio::select! {
                 r = &mut reply => r.map_or(WaitEnd::Shutdown, WaitEnd::Answer),
                 () = shutdown.cancelled() => WaitEnd::Shutdown,
             });
         }
-        if input.capacity() - input.len() < READ_CHUNK / 4 {
-            input.reserve(READ_CHUNK);
-        }
         tokio::select! {
             r = &mut reply => return Ok(r.map_or(WaitEnd::Shutdown, WaitEnd::Answer)),
             () = shutdown.cancelled() => return Ok(WaitEnd::Shutdown),
-            n = stream.read_buf(input) => {
-                if n? > 0 {
-                    continue;
-                }
-                if hub.abandon_wait(client) {
-                    return Ok(WaitEnd::HalfClosed);
-                }
-                // The answer raced the half-close: it is in the channel.
-                return Ok(reply.await.map_or(WaitEnd::Shutdown, WaitEnd::Answer));
-            }
+            r = stream.readable() => r?,
         }
+        if input.capacity() - input.len() < READ_CHUNK / 4 {
+            input.reserve(READ_CHUNK.min(room));
+        }
+        match stream.try_read_available(input, room) {
+            Ok(0) => {}
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+        if hub.abandon_wait(client) {
+            return Ok(WaitEnd::HalfClosed);
+        }
+        // The answer raced the half-close: it is in the channel.
+        return Ok(reply.await.map_or(WaitEnd::Shutdown, WaitEnd::Answer));
     }
 }
 
