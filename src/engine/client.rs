@@ -3,7 +3,7 @@
 
 use super::{Time, TubeIdx};
 use crate::protocol::JobId;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 /// Clients watching more tubes than this wait in one engine-wide list and
 /// pick jobs from the index of tube heads, so their cost does not grow with
@@ -28,8 +28,9 @@ pub struct Client {
     pub using: TubeIdx,
     /// Watched tubes; `ignore` swap-removes, as beanstalkd does, so order is observable.
     pub watching: Vec<TubeIdx>,
-    /// The same tubes, for O(1) membership tests.
-    pub watch_set: HashSet<TubeIdx>,
+    /// Each watched tube's position in `watching`, for O(1) membership
+    /// tests and removal.
+    pub watch_set: HashMap<TubeIdx, usize>,
     /// Reserved jobs by TTR deadline, so the soonest is the first.
     pub reserved: BTreeSet<(Time, JobId)>,
     pub wait: Option<Wait>,
@@ -42,7 +43,7 @@ impl Client {
         Client {
             using: default_tube,
             watching: vec![default_tube],
-            watch_set: HashSet::from([default_tube]),
+            watch_set: HashMap::from([(default_tube, 0)]),
             reserved: BTreeSet::new(),
             wait: None,
             producer: false,

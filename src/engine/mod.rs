@@ -428,7 +428,8 @@ impl Engine {
     fn watch(&mut self, client: ClientId, name: TubeName) -> Reply {
         let t = self.tube_for(&name);
         let c = self.clients.get_mut(&client).expect("checked by apply");
-        if c.watch_set.insert(t) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = c.watch_set.entry(t) {
+            slot.insert(c.watching.len());
             c.watching.push(t);
             let n = c.watching.len();
             self.tube_mut(t).watching += 1;
@@ -442,19 +443,17 @@ impl Engine {
         let Some(&t) = self.tube_index.get(name) else {
             return Reply::Watching(c.watching.len());
         };
-        if !c.watch_set.contains(&t) {
+        let Some(&pos) = c.watch_set.get(&t) else {
             return Reply::Watching(c.watching.len());
-        }
+        };
         if c.watching.len() == 1 {
             return Reply::NotIgnored;
         }
         c.watch_set.remove(&t);
-        let pos = c
-            .watching
-            .iter()
-            .position(|&w| w == t)
-            .expect("in watch_set");
         c.watching.swap_remove(pos);
+        if let Some(&moved) = c.watching.get(pos) {
+            c.watch_set.insert(moved, pos);
+        }
         let n = c.watching.len();
         self.tube_mut(t).watching -= 1;
         self.maybe_free_tube(t);
@@ -864,7 +863,7 @@ impl Engine {
                 .heads
                 .iter()
                 .take(c.watching.len())
-                .find(|&&(_, _, t)| c.watch_set.contains(&t));
+                .find(|&&(_, _, t)| c.watch_set.contains_key(&t));
             if let Some(&(_, id, _)) = found {
                 return Some(id);
             }
@@ -892,7 +891,7 @@ impl Engine {
             let wide = self
                 .wide_waiters
                 .iter()
-                .find(|&&(_, c)| self.clients[&c].watch_set.contains(&t))
+                .find(|&&(_, c)| self.clients[&c].watch_set.contains_key(&t))
                 .copied();
             let Some((_, client)) = [narrow, wide].into_iter().flatten().min() else {
                 return;
@@ -1082,7 +1081,7 @@ impl Engine {
         let wide = self
             .wide_waiters
             .iter()
-            .filter(|&&(_, c)| self.clients[&c].watch_set.contains(&t))
+            .filter(|&&(_, c)| self.clients[&c].watch_set.contains_key(&t))
             .count();
         stats::tube_yaml(self.tube(t), self.tube(t).waiters.len() + wide, now)
     }
@@ -1183,7 +1182,9 @@ impl Engine {
         }
         for c in self.clients.values() {
             assert_eq!(c.watch_set.len(), c.watching.len());
-            assert!(c.watching.iter().all(|t| c.watch_set.contains(t)));
+            for (pos, t) in c.watching.iter().enumerate() {
+                assert_eq!(c.watch_set.get(t), Some(&pos), "watch position");
+            }
         }
     }
 }
