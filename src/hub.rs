@@ -9,8 +9,7 @@
 use crate::binlog::SyncShared;
 use crate::clock::Clock;
 use crate::engine::{ClientId, Engine, Outcome, Time};
-use crate::protocol::{Command, Frame, Reply};
-use bytes::BytesMut;
+use crate::protocol::{Command, Frame, Outbox, Reply};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -98,7 +97,7 @@ impl Hub {
     /// Applies queued frames in order until they run out, the client blocks
     /// or quits, or `MAX_BATCH_OUTPUT` bytes of replies are pending (the rest
     /// stay queued). Replies are appended to `out`.
-    pub fn run(&self, client: ClientId, frames: &mut VecDeque<Frame>, out: &mut BytesMut) -> Batch {
+    pub fn run(&self, client: ClientId, frames: &mut VecDeque<Frame>, out: &mut Outbox) -> Batch {
         let now = self.clock.now();
         let mut state = self.lock();
         let logged_before = state.engine.journal_position();
@@ -112,7 +111,7 @@ impl Hub {
             };
             let cmd = match frame {
                 Frame::Error(reply) => {
-                    reply.encode(out);
+                    out.push(&reply);
                     continue;
                 }
                 Frame::Command(Command::Quit) => {
@@ -122,7 +121,7 @@ impl Hub {
                 Frame::Command(cmd) => cmd,
             };
             match state.engine.apply(now, client, cmd) {
-                Outcome::Reply(reply) => reply.encode(out),
+                Outcome::Reply(reply) => out.push(&reply),
                 Outcome::Wait => {
                     let (tx, rx) = oneshot::channel();
                     state.waiters.insert(client, tx);

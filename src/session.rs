@@ -19,7 +19,7 @@
 use crate::connection::Connection;
 use crate::engine::ClientId;
 use crate::hub::{Hub, Step};
-use crate::protocol::{Codec, Command, Frame, Reply, MAX_LINE};
+use crate::protocol::{Codec, Command, Frame, Outbox, Reply, MAX_LINE};
 use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::io;
@@ -68,7 +68,7 @@ where
 {
     let mut codec = Codec::new(max_job_size);
     let mut input = BytesMut::new();
-    let mut output = BytesMut::new();
+    let mut output = Outbox::new();
     let mut frames = VecDeque::new();
     // The peer shut down its sending side: what it sent is still served,
     // every blocking reserve times out at once, then the session ends.
@@ -104,7 +104,7 @@ where
                         // Blocked, maybe for hours: like an idle connection,
                         // hold no buffers meanwhile (input read ahead gets
                         // one when it arrives).
-                        output = BytesMut::new();
+                        output.shrink();
                         if input.is_empty() {
                             input = BytesMut::new();
                         }
@@ -121,7 +121,7 @@ where
                             WaitEnd::Shutdown => return Ok(()),
                         }
                     };
-                    answer.encode(&mut output);
+                    output.push(&answer);
                     // Frames that arrived while blocked are served next.
                     continue;
                 }
@@ -148,7 +148,7 @@ where
             // Idle between commands: hold no buffers while waiting, so an
             // idle connection costs little more than its task and socket.
             input = BytesMut::new();
-            output = BytesMut::new();
+            output.shrink();
             if frames.capacity() > FRAMES_KEPT {
                 frames = VecDeque::new();
             }
@@ -241,10 +241,9 @@ where
     }
 }
 
-async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, output: &mut BytesMut) -> io::Result<()> {
+async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, output: &mut Outbox) -> io::Result<()> {
     if !output.is_empty() {
-        stream.write_all(output).await?;
-        output.clear();
+        output.write_to(stream).await?;
     }
     Ok(())
 }

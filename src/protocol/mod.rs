@@ -7,11 +7,13 @@
 
 pub mod codec;
 pub mod command;
+pub mod outbox;
 pub mod parse;
 pub mod reply;
 
 pub use codec::{Codec, Frame};
 pub use command::{Command, JobId, Priority, PutBody, Seconds, TubeName};
+pub use outbox::Outbox;
 pub use reply::Reply;
 
 /// Longest command line, CRLF included (beanstalkd's `LINE_BUF_SIZE`).

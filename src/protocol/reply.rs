@@ -122,12 +122,17 @@ fn line_with_number(out: &mut BytesMut, word: &[u8], n: u64) {
 /// `<word><id> <len>\r\n<body>`; the stored body already ends with CRLF.
 fn with_body(out: &mut BytesMut, word: &[u8], id: JobId, body: &Bytes) {
     out.reserve(body.len() + 48);
+    encode_body_header(out, word, id, body.len());
+    out.put_slice(body);
+}
+
+/// `<word><id> <len>\r\n` for a stored body of `stored_len` bytes (CRLF included).
+pub(super) fn encode_body_header(out: &mut BytesMut, word: &[u8], id: JobId, stored_len: usize) {
     out.put_slice(word);
     put_number(out, id);
     out.put_u8(b' ');
-    put_number(out, body.len().saturating_sub(2) as u64);
+    put_number(out, stored_len.saturating_sub(2) as u64);
     out.put_slice(b"\r\n");
-    out.put_slice(body);
 }
 
 #[cfg(test)]

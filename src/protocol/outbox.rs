@@ -1,0 +1,163 @@
+//! Replies waiting to be written, gathered without copying large bodies.
+//!
+//! Small replies are encoded into one contiguous buffer; a job body of
+//! `BODY_BY_REFERENCE` bytes or more is kept as a reference to the stored
+//! job's bytes and sent with a vectored write, as beanstalkd's `writev` does,
+//! instead of being copied into the buffer first.
+
+use super::Reply;
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// Bodies at least this large are sent from the job's own bytes.
+pub const BODY_BY_REFERENCE: usize = 8 * 1024;
+
+/// At most this many pieces go into one vectored write.
+const MAX_SLICES: usize = 64;
+
+#[derive(Debug, Default)]
+pub struct Outbox {
+    /// Finished pieces, in order.
+    pieces: VecDeque<Bytes>,
+    /// Small replies after the last piece.
+    tail: BytesMut,
+    len: usize,
+}
+
+impl Outbox {
+    pub fn new() -> Outbox {
+        Outbox::default()
+    }
+
+    /// Bytes waiting to be written.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends a reply's exact wire bytes.
+    pub fn push(&mut self, reply: &Reply) {
+        let before = self.tail.len();
+        match reply {
+            Reply::Reserved { id, body } | Reply::Found { id, body }
+                if body.len() >= BODY_BY_REFERENCE =>
+            {
+                let word: &[u8] = match reply {
+                    Reply::Reserved { .. } => b"RESERVED ",
+                    _ => b"FOUND ",
+                };
+                super::reply::encode_body_header(&mut self.tail, word, *id, body.len());
+                self.len += self.tail.len() - before + body.len();
+                self.pieces.push_back(self.tail.split().freeze());
+                self.pieces.push_back(body.clone());
+            }
+            _ => {
+                reply.encode(&mut self.tail);
+                self.len += self.tail.len() - before;
+            }
+        }
+    }
+
+    /// Drops everything not yet written.
+    pub fn clear(&mut self) {
+        self.pieces.clear();
+        self.tail.clear();
+        self.len = 0;
+    }
+
+    /// Releases memory held while idle.
+    pub fn shrink(&mut self) {
+        debug_assert!(self.is_empty());
+        *self = Outbox::default();
+    }
+
+    /// Writes everything, with as few syscalls as the pieces allow.
+    pub async fn write_to<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<()> {
+        if !self.tail.is_empty() {
+            self.pieces.push_back(self.tail.split().freeze());
+        }
+        while !self.pieces.is_empty() {
+            if self.pieces.len() == 1 {
+                w.write_all(&self.pieces[0]).await?;
+                self.pieces.clear();
+                break;
+            }
+            let slices: Vec<IoSlice<'_>> = self
+                .pieces
+                .iter()
+                .take(MAX_SLICES)
+                .map(|p| IoSlice::new(p))
+                .collect();
+            let mut n = w.write_vectored(&slices).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            while n > 0 {
+                let first = self
+                    .pieces
+                    .front_mut()
+                    .expect("written bytes came from pieces");
+                if n >= first.len() {
+                    n -= first.len();
+                    self.pieces.pop_front();
+                } else {
+                    first.advance(n);
+                    n = 0;
+                }
+            }
+        }
+        self.len = 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(replies: &[Reply]) -> (Vec<u8>, usize) {
+        let mut out = Outbox::new();
+        for r in replies {
+            out.push(r);
+        }
+        let len = out.len();
+        let mut sink = Vec::new();
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(out.write_to(&mut sink))
+            .unwrap();
+        assert!(out.is_empty());
+        (sink, len)
+    }
+
+    #[test]
+    fn big_and_small_bodies_give_the_same_bytes_as_encode() {
+        let big = Bytes::from([vec![b'x'; BODY_BY_REFERENCE], b"\r\n".to_vec()].concat());
+        let replies = vec![
+            Reply::Inserted(1),
+            Reply::Reserved {
+                id: 1,
+                body: big.clone(),
+            },
+            Reply::Found {
+                id: 2,
+                body: Bytes::from_static(b"hi\r\n"),
+            },
+            Reply::Found { id: 3, body: big },
+            Reply::Deleted,
+        ];
+        let mut expected = BytesMut::new();
+        for r in &replies {
+            r.encode(&mut expected);
+        }
+        let (got, len) = written(&replies);
+        assert_eq!(len, expected.len());
+        assert_eq!(got, expected.to_vec());
+    }
+}
