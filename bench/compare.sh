@@ -6,7 +6,8 @@
 # are started fresh on 127.0.0.1 for every single run, alternately, for
 # several rounds; the table shows the median of each metric and the A/B ratio.
 #
-#   bench/compare.sh [--rounds N] [--duration S] [--cases "put cycle ..."] [--quick] [--out DIR]
+#   bench/compare.sh [--rounds N] [--duration S] [--cases "put cycle ..."] [--durable] [--quick] [--out DIR]
+#   (--durable: put+reserve+delete with 1, 10 and 100 clients, with -b and with -b -f 0)
 #
 # Environment:
 #   SERVER_A, SERVER_B   server binaries (must accept -l ADDR -p PORT [-b DIR] [-f MS])
@@ -25,6 +26,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ROUNDS=3
 DURATION=5
 OUT=""
+DURABLE_CASES="prd-c1-binlog prd-c10-binlog prd-c100-binlog prd-c1-fsync prd-c10-fsync prd-c100-fsync"
 CASES_DEFAULT="put pipeline-put pipeline-prd reserve cycle many-conns tubes-100 tubes-10k big delayed memory idle-conns put-binlog cycle-binlog put-fsync cycle-fsync"
 CASES="$CASES_DEFAULT"
 
@@ -38,6 +40,7 @@ while [ $# -gt 0 ]; do
         --rounds) ROUNDS=$2; shift 2 ;;
         --duration) DURATION=$2; shift 2 ;;
         --cases) CASES=$2; shift 2 ;;
+        --durable) CASES=$DURABLE_CASES; shift ;;
         --quick) ROUNDS=1; DURATION=2; shift ;;
         --out) OUT=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
@@ -74,6 +77,11 @@ case_bench_args() {
         cycle-binlog) echo "--scenario cycle" ;;
         put-fsync) echo "--scenario put --conns 50" ;;
         cycle-fsync) echo "--scenario cycle --conns 50" ;;
+        # Durable put+reserve+delete sweep (issue: 1, 10 and 100 clients),
+        # not in the default set: run them with --durable.
+        prd-c*-binlog | prd-c*-fsync)
+            local n=${1#prd-c}
+            echo "--scenario pipeline --ops put-reserve-delete --depth 1 --conns ${n%%-*}" ;;
         *) return 1 ;;
     esac
 }
