@@ -18,25 +18,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::Rng;
+
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 const PRODUCERS: usize = 3;
 const CONSUMERS: usize = 3;
-
-/// xorshift64*: tiny, seedable, good enough to pick moments and actions.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// A running server; killed (and reaped) when dropped, whatever happens.
 struct Server {

@@ -2,6 +2,10 @@
 //! clock, and a raw-bytes client that asserts exact replies.
 #![allow(dead_code)]
 
+mod rng;
+#[allow(unused_imports)] // not every test binary uses it
+pub use rng::Rng;
+
 use stalkd::clock::Clock;
 use stalkd::config::{Config, Listen};
 use stalkd::engine::HostInfo;
