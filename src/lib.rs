@@ -1,17 +1,21 @@
 //! stalkd: a job-queue server that speaks the beanstalkd protocol.
 //!
 //! ```text
-//! socket bytes -> protocol::Codec (lines <= 224 bytes, put bodies split off as Bytes)
+//! socket bytes -> connection (one read per request; no buffer while idle)
+//!   -> protocol::Codec (lines <= 224 bytes, put bodies split off as Bytes)
 //!   -> Frame::Command | Frame::Error(reply)
-//!   -> session: quit closes; errors are answered; commands go to the engine
-//!   -> Engine::apply(now, client, command) -> Outcome { reply | wait }
-//!   -> replies of a pipelined batch are encoded into one buffer, written once
+//!   -> session: quit closes; errors are answered; commands go to the hub
+//!   -> hub: one lock per batch -> Engine::apply(now, client, command)
+//!        -> Outcome { reply | wait }; state changes go to the binlog first
+//!   -> (-f 0: wait for the shared fsync) -> Outbox -> one (vectored) write
 //! timer task: Engine::tick(now) -> wake-ups (blocked reserves) + next deadline
 //! ```
 //!
 //! Modules: [`protocol`] (wire format only), [`engine`] (the queue, pure and
-//! synchronous, time passed in), [`session`] (one task per connection),
-//! [`server`] (listeners, timer task, shutdown), [`config`] (command line).
+//! synchronous, time passed in), [`binlog`] (records, segments, replay,
+//! sync), [`hub`] (the one owner of the engine), [`session`] and
+//! [`connection`] (one task per client), [`server`] (listeners, timer task,
+//! signals, shutdown), [`config`] (command line), [`clock`], [`sysinfo`].
 
 pub mod binlog;
 pub mod clock;
