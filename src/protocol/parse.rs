@@ -6,12 +6,12 @@
 //!   stray `\r`: beanstalkd never ends a line at a `\r` not followed by `\n`,
 //!   so such a line can only ever end in `BAD_FORMAT` there (after it piles up
 //!   to the line limit); we answer it at once.
-//! * The verb is recognised by **prefix**, in beanstalkd's order ([`verb`]).
+//! * The verb is recognised by **prefix**, in beanstalkd's order (`verb`).
 //!   Argument-less verbs then require the line to be exactly the verb;
 //!   `quit` accepts anything after it.
-//! * Numbers ([`number_u32`], [`number_u64`]): spaces (only) are skipped, a
+//! * Numbers (`number_u32`, `number_u64`): spaces (only) are skipped, a
 //!   decimal digit must follow, overflow is an error, and the last argument
-//!   must end the line. `kick` uses C `strtoul` instead ([`kick_bound`]) and
+//!   must end the line. `kick` uses C `strtoul` instead (`kick_bound`) and
 //!   `reserve-with-timeout` does not check what follows its number.
 //! * `use`, `watch`, `ignore` and `stats-tube` take the whole rest of the line
 //!   as the tube name; `pause-tube` skips spaces and takes the run of name bytes.
@@ -170,7 +170,7 @@ fn number_u64(i: &[u8]) -> IResult<&[u8], u64> {
     map_opt(preceded(spaces, digit1), decimal)(i)
 }
 
-/// beanstalkd's `read_u32`: as [`number_u64`], and the value must fit in 32 bits.
+/// beanstalkd's `read_u32`: as `number_u64`, and the value must fit in 32 bits.
 fn number_u32(i: &[u8]) -> IResult<&[u8], u32> {
     map_opt(number_u64, |n| u32::try_from(n).ok())(i)
 }
