@@ -3,18 +3,15 @@
 //! Expected bytes were checked against a real beanstalkd (time-dependent
 //! fields aside: here the clock is manual and does not move by itself).
 mod common;
-use common::{ok, Client, JobStats, TestServer, TubeStats};
+use common::{ok, put, Client, JobStats, TestServer, TubeStats};
 use stalkd::config::Config;
 
-/// Sends each request and asserts its exact reply, in order.
+/// Sends each request and asserts its exact reply, in order (requests may
+/// be built with `put`, replies are literals).
 async fn exchange(c: &mut Client, cases: &[(&str, &str)]) {
     for (request, reply) in cases {
         c.roundtrip(request, reply).await;
     }
-}
-
-fn put(pri: u32, delay: u32, ttr: u32, body: &str) -> String {
-    format!("put {pri} {delay} {ttr} {}\r\n{body}\r\n", body.len())
 }
 
 // ----- put ---------------------------------------------------------------------

@@ -4,15 +4,7 @@
 //! two deliberate differences of protocol.md §5 (stray `\r`, 225-byte lines)
 //! and `reserve-with-timeout`, where we follow 1.13 rather than 1.12.
 mod common;
-use common::{Client, JobStats, TestServer};
-
-/// Sends each request and asserts its exact reply, in order.
-async fn exchange(c: &mut Client, cases: &[(&[u8], &[u8])]) {
-    for (request, reply) in cases {
-        c.send(request).await;
-        c.expect(reply).await;
-    }
-}
+use common::{exchange, Client, JobStats, TestServer};
 
 /// Asserts the connection still works: the next command is read normally.
 async fn still_in_step(c: &mut Client) {

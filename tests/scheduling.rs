@@ -1,13 +1,9 @@
 //! Time and dispatch: delays, TTR, DEADLINE_SOON, timeouts, pauses, waiters,
 //! disconnects and ordering (notes §2), on the manual clock.
 mod common;
-use common::{JobStats, TestServer, TubeStats};
+use common::{put, JobStats, TestServer, TubeStats};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-
-fn put(pri: u32, delay: u32, ttr: u32, body: &str) -> String {
-    format!("put {pri} {delay} {ttr} {}\r\n{body}\r\n", body.len())
-}
 
 // ----- delays ------------------------------------------------------------------
 

@@ -4,13 +4,9 @@
 //! "x86_64", rusage 0; the clock is manual, so uptime, age and time-left are
 //! exact too.
 mod common;
-use common::{ok, JobStats, TestServer, TubeStats};
+use common::{ok, put, JobStats, TestServer, TubeStats};
 use stalkd::config::Config;
 use std::time::Duration;
-
-fn put(pri: u32, delay: u32, ttr: u32, body: &str) -> String {
-    format!("put {pri} {delay} {ttr} {}\r\n{body}\r\n", body.len())
-}
 
 /// The `stats` body of a fresh server asked once by its only connection,
 /// as (key, value) pairs in output order.

@@ -476,3 +476,16 @@ impl TubeStats {
         ))
     }
 }
+
+/// The bytes of `put <pri> <delay> <ttr> <len>` followed by `body`.
+pub fn put(pri: u32, delay: u32, ttr: u32, body: &str) -> String {
+    format!("put {pri} {delay} {ttr} {}\r\n{body}\r\n", body.len())
+}
+
+/// Sends each request and asserts its exact reply, in order.
+pub async fn exchange(c: &mut Client, cases: &[(&[u8], &[u8])]) {
+    for (request, reply) in cases {
+        c.send(request).await;
+        c.expect(reply).await;
+    }
+}
