@@ -27,31 +27,28 @@ pub enum Due {
 }
 
 impl Timers {
-    /// The earliest deadline of any kind.
-    pub fn next(&self) -> Option<Time> {
+    /// The earliest deadline of each kind, in tie-break order.
+    fn firsts(&self) -> [Option<Time>; 4] {
         [
             self.delayed.first().map(|e| e.0),
             self.pauses.first().map(|e| e.0),
             self.ttr.first().map(|e| e.0),
             self.waits.first().map(|e| e.0),
         ]
-        .into_iter()
-        .flatten()
-        .min()
+    }
+
+    /// The earliest deadline of any kind.
+    pub fn next(&self) -> Option<Time> {
+        self.firsts().into_iter().flatten().min()
     }
 
     /// Removes and returns the earliest event due at or before `now`. Ties go
     /// to delayed jobs, then pauses, then TTRs, then waits, so a job that
     /// becomes available at the instant a reserve would give up is delivered.
     pub fn pop_due(&mut self, now: Time) -> Option<Due> {
-        let candidates = [
-            self.delayed.first().map(|e| e.0),
-            self.pauses.first().map(|e| e.0),
-            self.ttr.first().map(|e| e.0),
-            self.waits.first().map(|e| e.0),
-        ];
-        let (kind, at) = candidates
-            .iter()
+        let (kind, at) = self
+            .firsts()
+            .into_iter()
             .enumerate()
             .filter_map(|(k, t)| t.map(|t| (k, t)))
             .min_by_key(|&(k, t)| (t, k))?;
