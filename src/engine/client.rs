@@ -3,7 +3,7 @@
 
 use super::{Time, TubeIdx};
 use crate::protocol::JobId;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 /// Clients watching more tubes than this wait in one engine-wide list and
 /// pick jobs from the index of tube heads, so their cost does not grow with
@@ -31,8 +31,10 @@ pub struct Client {
     /// Each watched tube's position in `watching`, for O(1) membership
     /// tests and removal.
     pub watch_set: HashMap<TubeIdx, usize>,
-    /// Reserved jobs by TTR deadline, so the soonest is the first.
-    pub reserved: BTreeSet<(Time, JobId)>,
+    /// Reserved jobs by TTR deadline, so the soonest is the first, each
+    /// with an engine-wide sequence number: on disconnect they go back to
+    /// ready in the order they were reserved.
+    pub reserved: BTreeMap<(Time, JobId), u64>,
     pub wait: Option<Wait>,
     pub producer: bool,
     pub worker: bool,
@@ -44,7 +46,7 @@ impl Client {
             using: default_tube,
             watching: vec![default_tube],
             watch_set: HashMap::from([(default_tube, 0)]),
-            reserved: BTreeSet::new(),
+            reserved: BTreeMap::new(),
             wait: None,
             producer: false,
             worker: false,
@@ -54,8 +56,8 @@ impl Client {
     /// When the 1-second safety margin before the soonest TTR deadline starts.
     pub fn margin_at(&self) -> Option<Time> {
         self.reserved
-            .first()
-            .map(|&(deadline, _)| deadline.saturating_sub(super::SAFETY_MARGIN))
+            .first_key_value()
+            .map(|(&(deadline, _), _)| deadline.saturating_sub(super::SAFETY_MARGIN))
     }
 
     pub fn is_wide(&self) -> bool {

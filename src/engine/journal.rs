@@ -4,26 +4,32 @@
 //! Every change is logged *before* it is applied, so a failed write leaves
 //! the engine unchanged and the client gets an error reply, never a lie.
 
-use super::{Engine, Holder, Job, State, Time};
+use super::{Engine, Job, JobId, State, Time};
 use crate::binlog::{JobImage, JobState, Journal, Record, Recovered};
-
-/// The durable part of a job's current state.
-pub(super) fn job_state(job: &Job) -> JobState {
-    JobState {
-        id: job.id,
-        state: job.state,
-        pri: job.pri,
-        delay: job.delay,
-        deadline: job.deadline,
-        counts: job.counts,
-        bury_seq: match (job.state, job.holder) {
-            (State::Buried, Holder::BuriedSeq(seq)) => seq,
-            _ => 0,
-        },
-    }
-}
+use bytes::Bytes;
 
 impl Engine {
+    /// The durable part of a job's current state.
+    pub(super) fn job_state(&self, job: &Job) -> JobState {
+        let deadline = match job.state {
+            State::Delayed | State::Reserved => job.key,
+            State::Ready | State::Buried => 0,
+        };
+        JobState {
+            id: job.id,
+            state: job.state,
+            pri: job.pri,
+            delay: job.delay,
+            deadline,
+            counts: self.jobs.counts(job),
+            bury_seq: if job.state == State::Buried {
+                job.key
+            } else {
+                0
+            },
+        }
+    }
+
     /// Turns persistence on; every later change is logged to `journal`.
     pub fn set_journal(&mut self, journal: Box<dyn Journal>) {
         self.journal = Some(journal);
@@ -65,33 +71,39 @@ impl Engine {
         })
     }
 
-    pub(super) fn log_put(&mut self, job: &Job) -> Result<u32, ()> {
+    /// Logs a new job (not stored yet) and returns its segment.
+    pub(super) fn log_put(&mut self, job: &Job, body: &Bytes) -> Result<u32, ()> {
         if self.journal.is_none() {
             return Ok(0);
         }
-        let image = self.image(job);
+        let image = self.image(job, body.clone());
         self.log(Record::Put(image))
     }
 
-    fn image(&self, job: &Job) -> JobImage {
+    fn image(&self, job: &Job, body: Bytes) -> JobImage {
         JobImage {
-            state: job_state(job),
+            state: self.job_state(job),
             ttr: job.ttr,
             created: job.created,
             tube: self.tube(job.tube).name.as_str().to_string(),
-            body: job.body.clone(),
+            body,
         }
     }
 
     fn record_size(&self, job: &Job) -> u64 {
-        Record::put_size(self.tube(job.tube).name.as_str().len(), job.body.len()) as u64
+        let tube = self.tube(job.tube).name.as_str().len();
+        Record::put_size(tube, self.jobs.body_len(job)) as u64
     }
 
-    /// A job is gone: its full record no longer holds its segment.
-    pub(super) fn forget_record(&mut self, job: &Job) {
-        let size = self.record_size(job);
+    /// Job `id` is about to go: its full record no longer holds its segment.
+    pub(super) fn forget_record(&mut self, id: JobId) {
+        if self.journal.is_none() {
+            return;
+        }
+        let job = &self.jobs[&id];
+        let (file, size) = (job.file, self.record_size(job));
         if let Some(j) = self.journal.as_mut() {
-            j.release(job.file, size);
+            j.release(file, size);
         }
     }
 
@@ -114,40 +126,30 @@ impl Engine {
             let tube = self.tube_for(&name);
             let s = rec.image.state;
             self.next_job_id = self.next_job_id.max(s.id + 1);
-            let job = Job {
-                id: s.id,
-                pri: s.pri,
-                delay: s.delay,
-                ttr: rec.image.ttr.max(1),
-                tube,
-                state: State::Ready,
-                created: rec.image.created,
-                deadline: s.deadline,
-                holder: Holder::None,
-                counts: s.counts,
-                file: rec.file,
-                body: rec.image.body,
-            };
-            let size = self.record_size(&job);
+            let mut job = Job::new(s.id, s.pri, s.delay, rec.image.ttr, tube);
+            job.created = rec.image.created;
+            job.file = rec.file;
+            self.jobs.insert(job, s.counts, &rec.image.body);
+            let size = self.record_size(&self.jobs[&s.id]);
             if let Some(j) = self.journal.as_mut() {
                 j.adopt(rec.file, size);
             }
-            self.jobs.insert(s.id, job);
             match s.state {
                 State::Buried => {
                     // Its logged place in the FIFO, not a new one: the order
                     // survives restarts and compaction (beanstalkd#668).
-                    let job = self.jobs.get_mut(&s.id).expect("just inserted");
+                    let job = self.jobs.get_mut(s.id).expect("just inserted");
                     job.state = State::Buried;
-                    job.holder = Holder::BuriedSeq(s.bury_seq);
+                    job.key = s.bury_seq;
                     self.next_seq = self.next_seq.max(s.bury_seq);
                     self.tube_mut(tube).buried.insert((s.bury_seq, s.id));
                     self.counters.buried += 1;
                 }
                 State::Delayed if s.deadline > now => {
                     let key = (s.deadline, s.id);
-                    let job = self.jobs.get_mut(&s.id).expect("just inserted");
+                    let job = self.jobs.get_mut(s.id).expect("just inserted");
                     job.state = State::Delayed;
+                    job.key = s.deadline;
                     self.tube_mut(tube).delayed.insert(key);
                     self.timers.delayed.insert(key);
                 }
@@ -196,7 +198,8 @@ impl Engine {
         let mut ok = true;
         for id in ids {
             let job = &self.jobs[&id];
-            let (image, size) = (self.image(job), self.record_size(job));
+            let body = Bytes::copy_from_slice(self.jobs.body(job));
+            let (image, size) = (self.image(job, body), self.record_size(job));
             let Ok(file) = self.log(Record::Put(image)) else {
                 ok = false;
                 break;
@@ -204,7 +207,7 @@ impl Engine {
             if let Some(j) = self.journal.as_mut() {
                 j.release(head, size);
             }
-            self.jobs.get_mut(&id).expect("live job").file = file;
+            self.jobs.get_mut(id).expect("live job").file = file;
             moved += 1;
         }
         if let Some(j) = self.journal.as_mut() {
@@ -327,7 +330,7 @@ mod tests {
         assert_eq!(e.jobs.len(), 3);
         assert_eq!(e.jobs[&3].state, State::Delayed);
         assert_eq!(e.jobs[&3].pri, 19_999);
-        assert_eq!(e.jobs[&3].counts.releases, 20_000);
+        assert_eq!(e.jobs.counts(&e.jobs[&3]).releases, 20_000);
         assert_eq!(e.jobs[&2].state, State::Buried);
         let c = e.connect();
         assert_eq!(peek_buried(&mut e, c), Some(2));
@@ -410,7 +413,7 @@ mod tests {
             e = boot(&dir, max, T0);
             let c = e.connect();
             for (i, id) in [3, 1, 4, 2].into_iter().enumerate() {
-                assert_eq!(e.jobs[&id].counts.buries, 1, "not inflated (#668)");
+                assert_eq!(e.jobs.counts(&e.jobs[&id]).buries, 1, "not inflated (#668)");
                 if round == 1 {
                     assert_eq!(peek_buried(&mut e, c), Some(id), "restart {round}");
                     assert_eq!(run(&mut e, T0, c, Command::Kick(1)), Reply::Kicked(1));

@@ -17,10 +17,13 @@
 //! timed out or hit the deadline margin) are queued as wake-ups, which the
 //! caller collects with [`Engine::take_wakeups`].
 
+mod bodies;
 mod client;
 mod job;
 mod journal;
+mod ready;
 mod stats;
+mod store;
 mod timers;
 mod tube;
 
@@ -31,9 +34,10 @@ use crate::binlog::{JobState, Journal, Record};
 use crate::protocol::{Command, JobId, Priority, PutBody, Reply, Seconds, TubeName};
 use bytes::Bytes;
 use client::{Client, Wait};
-use job::Holder;
+use job::Count;
 use stats::Counters;
 use std::collections::{BTreeSet, HashMap};
+use store::JobStore;
 use timers::{Due, Timers};
 use tube::Tube;
 
@@ -78,7 +82,7 @@ impl From<Reply> for Outcome {
 pub struct Engine {
     config: EngineConfig,
     started: Time,
-    jobs: HashMap<JobId, Job>,
+    jobs: JobStore,
     next_job_id: JobId,
     tubes: Vec<Option<Tube>>,
     free_tube_slots: Vec<TubeIdx>,
@@ -109,7 +113,7 @@ impl Engine {
         let mut engine = Engine {
             config,
             started: now,
-            jobs: HashMap::new(),
+            jobs: JobStore::default(),
             next_job_id: 1,
             tubes: Vec::new(),
             free_tube_slots: Vec::new(),
@@ -161,15 +165,12 @@ impl Engine {
         let mut returned: Vec<(u64, Time, JobId)> = c
             .reserved
             .iter()
-            .map(|&(deadline, id)| match self.jobs[&id].holder {
-                Holder::Client(_, seq) => (seq, deadline, id),
-                _ => unreachable!("reserved job {id} without a reserver"),
-            })
+            .map(|(&(deadline, id), &seq)| (seq, deadline, id))
             .collect();
         returned.sort_unstable();
         for (_, deadline, id) in returned {
             self.timers.ttr.remove(&(deadline, id));
-            self.unreserve(id);
+            self.unreserve(client, id);
             self.make_ready(now, id);
         }
         self.tube_mut(c.using).using -= 1;
@@ -210,7 +211,7 @@ impl Engine {
             match due {
                 Due::Delayed(id) => self.promote_delayed(now, id),
                 Due::Pause(t) => self.unpause(now, t),
-                Due::Ttr(id) => self.expire_ttr(now, id),
+                Due::Ttr(id, client) => self.expire_ttr(now, id, client),
                 Due::Wait(c) => self.wait_timer_fired(now, c),
             }
         }
@@ -277,7 +278,7 @@ impl Engine {
             }
             Command::Peek(id) => {
                 c.cmd_peek += 1;
-                self.found(self.jobs.get(&id).map(|j| j.id)).into()
+                self.found(Some(id)).into()
             }
             Command::PeekReady => {
                 c.cmd_peek_ready += 1;
@@ -301,7 +302,7 @@ impl Engine {
             Command::KickJob(id) => self.kick_job(now, id).into(),
             Command::StatsJob(id) => {
                 c.cmd_stats_job += 1;
-                match self.jobs.get(&id) {
+                match self.jobs.get(id) {
                     Some(job) => Reply::Ok(self.job_stats(now, job)),
                     None => Reply::NotFound,
                 }
@@ -382,29 +383,17 @@ impl Engine {
         if self.draining {
             return Reply::Draining;
         }
-        let mut job = Job {
-            id,
-            pri,
-            delay,
-            ttr: ttr.max(1),
-            tube,
-            state: if delay > 0 {
-                State::Delayed
-            } else {
-                State::Ready
-            },
-            created: now,
-            deadline: now + Time::from(delay) * SECOND,
-            holder: Holder::None,
-            counts: JobCounts::default(),
-            file: 0,
-            body,
-        };
-        match self.log_put(&job) {
+        let mut job = Job::new(id, pri, delay, ttr, tube);
+        job.created = now;
+        if delay > 0 {
+            job.state = State::Delayed;
+            job.key = now + Time::from(delay) * SECOND;
+        }
+        match self.log_put(&job, &body) {
             Ok(file) => job.file = file,
             Err(()) => return Reply::OutOfMemory,
         }
-        self.jobs.insert(id, job);
+        self.jobs.insert(job, JobCounts::default(), &body);
         self.counters.total_jobs += 1;
         self.tube_mut(tube).total_jobs += 1;
         if delay > 0 {
@@ -512,7 +501,7 @@ impl Engine {
     }
 
     fn reserve_job(&mut self, now: Time, client: ClientId, id: JobId) -> Reply {
-        let Some(job) = self.jobs.get(&id) else {
+        let Some(job) = self.jobs.get(id) else {
             return Reply::NotFound;
         };
         if job.state == State::Reserved {
@@ -523,7 +512,7 @@ impl Engine {
         if job.state != State::Ready {
             let record = JobState {
                 state: State::Reserved,
-                ..journal::job_state(job)
+                ..self.job_state(job)
             };
             if self.log(Record::State(record)).is_err() {
                 return Reply::InternalError;
@@ -539,10 +528,10 @@ impl Engine {
     }
 
     fn delete(&mut self, client: ClientId, id: JobId) -> Reply {
-        let Some(job) = self.jobs.get(&id) else {
+        let Some(job) = self.jobs.get(id) else {
             return Reply::NotFound;
         };
-        let (reserver, deadline) = (job.reserver(), job.deadline);
+        let (reserver, deadline) = (self.reserver(job), job.key);
         if reserver.is_some_and(|holder| holder != client) {
             return Reply::NotFound;
         }
@@ -551,12 +540,12 @@ impl Engine {
         }
         if reserver.is_some() {
             self.timers.ttr.remove(&(deadline, id));
-            self.unreserve(id);
+            self.unreserve(client, id);
         } else {
             self.detach(id);
         }
-        let job = self.jobs.remove(&id).expect("present");
-        self.forget_record(&job);
+        self.forget_record(id);
+        let job = self.jobs.remove(id).expect("present");
         self.tube_mut(job.tube).cmd_delete += 1;
         self.maybe_free_tube(job.tube);
         Reply::Deleted
@@ -570,10 +559,10 @@ impl Engine {
         pri: Priority,
         delay: Seconds,
     ) -> Reply {
-        let Some(job) = self.jobs.get(&id).filter(|j| j.reserver() == Some(client)) else {
+        let Some(job) = self.jobs.get(id).filter(|j| self.holds(client, j)) else {
             return Reply::NotFound;
         };
-        let mut record = journal::job_state(job);
+        let mut record = self.job_state(job);
         record.state = if delay > 0 {
             State::Delayed
         } else {
@@ -587,10 +576,10 @@ impl Engine {
             return Reply::OutOfMemory;
         }
         self.take_reservation(client, id);
-        let job = self.jobs.get_mut(&id).expect("reserved job exists");
+        let job = self.jobs.get_mut(id).expect("reserved job exists");
         job.pri = pri;
         job.delay = delay;
-        job.counts.releases += 1;
+        self.jobs.bump(id, Count::Releases);
         if delay > 0 {
             self.make_delayed(now, id, delay);
         } else {
@@ -600,10 +589,10 @@ impl Engine {
     }
 
     fn bury(&mut self, client: ClientId, id: JobId, pri: Priority) -> Reply {
-        let Some(job) = self.jobs.get(&id).filter(|j| j.reserver() == Some(client)) else {
+        let Some(job) = self.jobs.get(id).filter(|j| self.holds(client, j)) else {
             return Reply::NotFound;
         };
-        let mut record = journal::job_state(job);
+        let mut record = self.job_state(job);
         record.state = State::Buried;
         record.pri = pri;
         record.counts.buries += 1;
@@ -611,28 +600,24 @@ impl Engine {
             return Reply::InternalError;
         }
         self.take_reservation(client, id);
-        let job = self.jobs.get_mut(&id).expect("reserved job exists");
-        job.pri = pri;
-        job.counts.buries += 1;
+        self.jobs.get_mut(id).expect("reserved job exists").pri = pri;
+        self.jobs.bump(id, Count::Buries);
         self.make_buried(id);
         Reply::Buried
     }
 
     fn touch(&mut self, now: Time, client: ClientId, id: JobId) -> Reply {
-        let Some(job) = self.jobs.get_mut(&id) else {
+        let Some(job) = self.jobs.get(id).filter(|j| self.holds(client, j)) else {
             return Reply::NotFound;
         };
-        if job.reserver() != Some(client) {
-            return Reply::NotFound;
-        }
-        let old = (job.deadline, id);
-        job.deadline = now + Time::from(job.ttr) * SECOND;
-        let new = (job.deadline, id);
+        let old = (job.key, id);
+        let new = (now + Time::from(job.ttr) * SECOND, id);
+        self.jobs.get_mut(id).expect("reserved job exists").key = new.0;
         self.timers.ttr.remove(&old);
-        self.timers.ttr.insert(new);
+        self.timers.ttr.insert(new, client);
         let c = self.clients.get_mut(&client).expect("checked by apply");
-        c.reserved.remove(&old);
-        c.reserved.insert(new);
+        let seq = c.reserved.remove(&old).expect("reservation of a held job");
+        c.reserved.insert(new, seq);
         Reply::Touched
     }
 
@@ -664,7 +649,7 @@ impl Engine {
     }
 
     fn kick_job(&mut self, now: Time, id: JobId) -> Reply {
-        match self.jobs.get(&id).map(|j| j.state) {
+        match self.jobs.get(id).map(|j| j.state) {
             Some(State::Buried | State::Delayed) => {
                 if self.kick_one(now, id) {
                     Reply::KickedJob
@@ -695,10 +680,10 @@ impl Engine {
     }
 
     fn found(&self, id: Option<JobId>) -> Reply {
-        match id.and_then(|id| self.jobs.get(&id)) {
+        match id.and_then(|id| self.jobs.get(id)) {
             Some(job) => Reply::Found {
                 id: job.id,
-                body: job.body.clone(),
+                body: self.jobs.body_bytes(job),
             },
             None => Reply::NotFound,
         }
@@ -709,11 +694,10 @@ impl Engine {
     /// Takes a job out of whichever tube structure holds it (not reserved).
     fn detach(&mut self, id: JobId) {
         let job = &self.jobs[&id];
-        let (state, pri, deadline, holder, t) =
-            (job.state, job.pri, job.deadline, job.holder, job.tube);
+        let (state, pri, key, t) = (job.state, job.pri, job.key, job.tube);
         let urgent = job.is_urgent();
         if state == State::Ready {
-            self.with_head(t, |tube| tube.ready.remove(&(pri, id)));
+            self.with_head(t, |tube| tube.ready.remove(pri, id));
         }
         let tube = self.tube_mut(t);
         match state {
@@ -725,38 +709,35 @@ impl Engine {
                 self.counters.ready -= 1;
             }
             State::Delayed => {
-                tube.delayed.remove(&(deadline, id));
-                self.timers.delayed.remove(&(deadline, id));
+                tube.delayed.remove(&(key, id));
+                self.timers.delayed.remove(&(key, id));
             }
             State::Buried => {
-                if let Holder::BuriedSeq(seq) = holder {
-                    tube.buried.remove(&(seq, id));
-                }
+                tube.buried.remove(&(key, id));
                 self.counters.buried -= 1;
             }
             State::Reserved => unreachable!("detach of a reserved job"),
         }
     }
 
-    /// Removes `id` from its reserver's set (TTR timer handled by the caller).
-    fn unreserve(&mut self, id: JobId) {
-        let job = self.jobs.get_mut(&id).expect("reserved job exists");
-        let key = (job.deadline, id);
-        let t = job.tube;
-        if let Some(c) = job.reserver().and_then(|c| self.clients.get_mut(&c)) {
+    /// Removes `id` from the set of `client`, its reserver (if still
+    /// connected); the TTR timer is the caller's business.
+    fn unreserve(&mut self, client: ClientId, id: JobId) {
+        let job = &self.jobs[&id];
+        let (key, t) = ((job.key, id), job.tube);
+        if let Some(c) = self.clients.get_mut(&client) {
             c.reserved.remove(&key);
         }
-        job.holder = Holder::None;
         self.tube_mut(t).reserved -= 1;
         self.counters.reserved -= 1;
     }
 
     /// If `client` holds `id`, ends the reservation and returns true.
     fn take_reservation(&mut self, client: ClientId, id: JobId) -> bool {
-        match self.jobs.get(&id) {
-            Some(job) if job.reserver() == Some(client) => {
-                self.timers.ttr.remove(&(job.deadline, id));
-                self.unreserve(id);
+        match self.jobs.get(id) {
+            Some(job) if self.holds(client, job) => {
+                self.timers.ttr.remove(&(job.key, id));
+                self.unreserve(client, id);
                 true
             }
             _ => false,
@@ -766,30 +747,29 @@ impl Engine {
     /// Reserves a job already taken out of its tube structure by the caller.
     fn reserve_for(&mut self, now: Time, client: ClientId, id: JobId) -> Reply {
         let seq = self.next_seq();
-        let job = self.jobs.get_mut(&id).expect("job to reserve exists");
+        let job = self.jobs.get_mut(id).expect("job to reserve exists");
         job.state = State::Reserved;
-        job.holder = Holder::Client(client, seq);
-        job.deadline = now + Time::from(job.ttr) * SECOND;
-        job.counts.reserves += 1;
-        let key = (job.deadline, id);
-        let (t, body) = (job.tube, job.body.clone());
-        self.timers.ttr.insert(key);
+        job.key = now + Time::from(job.ttr) * SECOND;
+        let (key, t) = ((job.key, id), job.tube);
+        self.jobs.bump(id, Count::Reserves);
+        let body = self.jobs.body_bytes(&self.jobs[&id]);
+        self.timers.ttr.insert(key, client);
         self.clients
             .get_mut(&client)
             .expect("reserving client exists")
             .reserved
-            .insert(key);
+            .insert(key, seq);
         self.tube_mut(t).reserved += 1;
         self.counters.reserved += 1;
         Reply::Reserved { id, body }
     }
 
     fn make_ready(&mut self, now: Time, id: JobId) {
-        let job = self.jobs.get_mut(&id).expect("job exists");
+        let job = self.jobs.get_mut(id).expect("job exists");
         job.state = State::Ready;
-        job.holder = Holder::None;
+        job.key = 0;
         let (t, pri, urgent) = (job.tube, job.pri, job.is_urgent());
-        self.with_head(t, |tube| tube.ready.insert((pri, id)));
+        self.with_head(t, |tube| tube.ready.insert(pri, id));
         let tube = self.tube_mut(t);
         if urgent {
             tube.urgent += 1;
@@ -800,11 +780,10 @@ impl Engine {
     }
 
     fn make_delayed(&mut self, now: Time, id: JobId, delay: Seconds) {
-        let job = self.jobs.get_mut(&id).expect("job exists");
+        let job = self.jobs.get_mut(id).expect("job exists");
         job.state = State::Delayed;
-        job.holder = Holder::None;
-        job.deadline = now + Time::from(delay) * SECOND;
-        let key = (job.deadline, id);
+        job.key = now + Time::from(delay) * SECOND;
+        let key = (job.key, id);
         let t = job.tube;
         self.tube_mut(t).delayed.insert(key);
         self.timers.delayed.insert(key);
@@ -812,9 +791,9 @@ impl Engine {
 
     fn make_buried(&mut self, id: JobId) {
         let seq = self.next_seq();
-        let job = self.jobs.get_mut(&id).expect("job exists");
+        let job = self.jobs.get_mut(id).expect("job exists");
         job.state = State::Buried;
-        job.holder = Holder::BuriedSeq(seq);
+        job.key = seq;
         let t = job.tube;
         self.tube_mut(t).buried.insert((seq, id));
         self.counters.buried += 1;
@@ -822,14 +801,14 @@ impl Engine {
 
     /// Kicks a buried or delayed job to ready; false if it could not be logged.
     fn kick_one(&mut self, now: Time, id: JobId) -> bool {
-        let mut record = journal::job_state(&self.jobs[&id]);
+        let mut record = self.job_state(&self.jobs[&id]);
         record.state = State::Ready;
         record.counts.kicks += 1;
         if self.log(Record::State(record)).is_err() {
             return false;
         }
         self.detach(id);
-        self.jobs.get_mut(&id).expect("job exists").counts.kicks += 1;
+        self.jobs.bump(id, Count::Kicks);
         self.make_ready(now, id);
         true
     }
@@ -985,7 +964,7 @@ impl Engine {
 
     fn promote_delayed(&mut self, now: Time, id: JobId) {
         let job = &self.jobs[&id];
-        let key = (job.deadline, id);
+        let key = (job.key, id);
         let t = job.tube;
         self.tube_mut(t).delayed.remove(&key);
         self.make_ready(now, id);
@@ -999,12 +978,10 @@ impl Engine {
         self.dispatch(now, t);
     }
 
-    fn expire_ttr(&mut self, now: Time, id: JobId) {
-        let Some(client) = self.jobs.get(&id).and_then(Job::reserver) else {
-            return;
-        };
-        self.unreserve(id);
-        self.jobs.get_mut(&id).expect("job exists").counts.timeouts += 1;
+    /// The TTR of `id`, reserved by `client`, ran out (its timer is popped).
+    fn expire_ttr(&mut self, now: Time, id: JobId, client: ClientId) {
+        self.unreserve(client, id);
+        self.jobs.bump(id, Count::Timeouts);
         self.counters.job_timeouts += 1;
         // Its margin may have moved later; a waiting owner re-arms.
         self.schedule_wait_timer(client);
@@ -1071,10 +1048,23 @@ impl Engine {
 
     fn job_stats(&self, now: Time, job: &Job) -> Bytes {
         let time_left = match job.state {
-            State::Reserved | State::Delayed => job.deadline.saturating_sub(now) / SECOND,
+            State::Reserved | State::Delayed => job.key.saturating_sub(now) / SECOND,
             _ => 0,
         };
-        stats::job_yaml(job, &self.tube(job.tube).name, now, time_left)
+        let counts = self.jobs.counts(job);
+        stats::job_yaml(job, &counts, &self.tube(job.tube).name, now, time_left)
+    }
+
+    /// The client holding `job`, if it is reserved.
+    fn reserver(&self, job: &Job) -> Option<ClientId> {
+        if job.state != State::Reserved {
+            return None;
+        }
+        self.timers.ttr.get(&(job.key, job.id)).copied()
+    }
+
+    fn holds(&self, client: ClientId, job: &Job) -> bool {
+        self.reserver(job) == Some(client)
     }
 
     fn tube_stats(&self, now: Time, t: TubeIdx) -> Bytes {
@@ -1115,25 +1105,21 @@ impl Engine {
                 State::Ready => {
                     ready += 1;
                     urgent += usize::from(job.is_urgent());
-                    assert!(tube.ready.contains(&(job.pri, job.id)));
+                    assert!(tube.ready.contains(job.pri, job.id));
                 }
                 State::Delayed => {
                     delayed += 1;
-                    assert!(tube.delayed.contains(&(job.deadline, job.id)));
-                    assert!(self.timers.delayed.contains(&(job.deadline, job.id)));
+                    assert!(tube.delayed.contains(&(job.key, job.id)));
+                    assert!(self.timers.delayed.contains(&(job.key, job.id)));
                 }
                 State::Buried => {
                     buried += 1;
-                    let Holder::BuriedSeq(seq) = job.holder else {
-                        panic!("buried job {} without a seq", job.id)
-                    };
-                    assert!(tube.buried.contains(&(seq, job.id)));
+                    assert!(tube.buried.contains(&(job.key, job.id)));
                 }
                 State::Reserved => {
                     reserved += 1;
-                    let c = job.reserver().expect("reserved job has a holder");
-                    assert!(self.clients[&c].reserved.contains(&(job.deadline, job.id)));
-                    assert!(self.timers.ttr.contains(&(job.deadline, job.id)));
+                    let c = self.reserver(job).expect("reserved job has a TTR timer");
+                    assert!(self.clients[&c].reserved.contains_key(&(job.key, job.id)));
                 }
             }
         }

@@ -6,7 +6,7 @@
 //! `platform` are quoted as 1.13 does, since 1.12's bare `os: #1 ...` is a YAML
 //! comment.
 
-use super::{Job, Time, Tube, SECOND};
+use super::{Job, JobCounts, Time, Tube, SECOND};
 use crate::protocol::TubeName;
 use bytes::Bytes;
 use std::fmt::Write;
@@ -205,7 +205,13 @@ pub fn tube_yaml(t: &Tube, waiting: usize, now: Time) -> Bytes {
     y.finish()
 }
 
-pub fn job_yaml(job: &Job, tube: &TubeName, now: Time, time_left: Time) -> Bytes {
+pub fn job_yaml(
+    job: &Job,
+    counts: &JobCounts,
+    tube: &TubeName,
+    now: Time,
+    time_left: Time,
+) -> Bytes {
     let mut y = Yaml::new();
     y.field("id", job.id)
         .field("tube", tube)
@@ -216,11 +222,11 @@ pub fn job_yaml(job: &Job, tube: &TubeName, now: Time, time_left: Time) -> Bytes
         .field("ttr", job.ttr)
         .field("time-left", time_left)
         .field("file", job.file)
-        .field("reserves", job.counts.reserves)
-        .field("timeouts", job.counts.timeouts)
-        .field("releases", job.counts.releases)
-        .field("buries", job.counts.buries)
-        .field("kicks", job.counts.kicks);
+        .field("reserves", counts.reserves)
+        .field("timeouts", counts.timeouts)
+        .field("releases", counts.releases)
+        .field("buries", counts.buries)
+        .field("kicks", counts.kicks);
     y.finish()
 }
 

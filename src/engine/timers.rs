@@ -7,12 +7,13 @@
 
 use super::{ClientId, Time, TubeIdx};
 use crate::protocol::JobId;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Default)]
 pub struct Timers {
     pub delayed: BTreeSet<(Time, JobId)>,
-    pub ttr: BTreeSet<(Time, JobId)>,
+    /// Reserved jobs by TTR deadline, with their reserver.
+    pub ttr: BTreeMap<(Time, JobId), ClientId>,
     pub pauses: BTreeSet<(Time, TubeIdx)>,
     pub waits: BTreeSet<(Time, ClientId)>,
 }
@@ -22,7 +23,7 @@ pub struct Timers {
 pub enum Due {
     Delayed(JobId),
     Pause(TubeIdx),
-    Ttr(JobId),
+    Ttr(JobId, ClientId),
     Wait(ClientId),
 }
 
@@ -32,7 +33,7 @@ impl Timers {
         [
             self.delayed.first().map(|e| e.0),
             self.pauses.first().map(|e| e.0),
-            self.ttr.first().map(|e| e.0),
+            self.ttr.first_key_value().map(|(e, _)| e.0),
             self.waits.first().map(|e| e.0),
         ]
     }
@@ -58,7 +59,10 @@ impl Timers {
         Some(match kind {
             0 => Due::Delayed(self.delayed.pop_first()?.1),
             1 => Due::Pause(self.pauses.pop_first()?.1),
-            2 => Due::Ttr(self.ttr.pop_first()?.1),
+            2 => {
+                let ((_, id), client) = self.ttr.pop_first()?;
+                Due::Ttr(id, client)
+            }
             _ => Due::Wait(self.waits.pop_first()?.1),
         })
     }

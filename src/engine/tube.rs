@@ -1,10 +1,12 @@
 //! A tube: a named queue with its ready, delayed and buried jobs and waiters.
 //!
 //! Ordered sets give O(log n) insert, removal by key, and minimum, which is
-//! what every operation needs: ready by (priority, id), delayed by
+//! what every operation needs: ready by (priority, id) (a compact
+//! [`ReadySet`]), delayed by
 //! (deadline, id), buried in FIFO order by bury sequence, waiters in the order
 //! they started waiting.
 
+use super::ready::ReadySet;
 use super::{ClientId, Time};
 use crate::protocol::{JobId, Priority, Seconds, TubeName};
 use std::collections::BTreeSet;
@@ -12,7 +14,7 @@ use std::collections::BTreeSet;
 #[derive(Debug)]
 pub struct Tube {
     pub name: TubeName,
-    pub ready: BTreeSet<(Priority, JobId)>,
+    pub ready: ReadySet,
     pub delayed: BTreeSet<(Time, JobId)>,
     pub buried: BTreeSet<(u64, JobId)>,
     pub waiters: Waiters,
@@ -36,7 +38,7 @@ impl Tube {
     pub fn new(name: TubeName, list_pos: usize) -> Tube {
         Tube {
             name,
-            ready: BTreeSet::new(),
+            ready: ReadySet::default(),
             delayed: BTreeSet::new(),
             buried: BTreeSet::new(),
             waiters: Waiters::default(),
@@ -71,7 +73,7 @@ impl Tube {
         if self.is_paused() {
             None
         } else {
-            self.ready.first().copied()
+            self.ready.first()
         }
     }
 }
