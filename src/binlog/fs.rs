@@ -1,7 +1,9 @@
 //! The few file-system operations the writer needs, behind a trait so tests
 //! can inject faults (a short write, a full disk, a failing fsync).
 //!
-//! Production uses [`RealFs`], a thin pass-through to `std::fs`. Recovery
+//! Production uses [`RealFs`]: segments written through a memory mapping
+//! ([`MappedFile`](super::mapped::MappedFile)) where the file system can
+//! reserve their space, plain appends otherwise. Recovery
 //! reads with `std::fs` directly: it runs once, before any fault matters.
 //! [`FaultyFs`] wraps the real file system and fails on demand; it is public
 //! (but hidden) so integration tests can drive a whole server through it.
@@ -15,8 +17,9 @@ use std::sync::{Arc, Mutex};
 
 /// Creating, deleting and syncing segment files.
 pub trait Storage: Send + Sync + Debug {
-    /// Creates a new file (it must not exist) open for appending.
-    fn create(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>>;
+    /// Creates a new file (it must not exist) open for appending, with room
+    /// for `reserve` bytes set aside if the storage can do that.
+    fn create(&self, path: &Path, reserve: u64) -> io::Result<Box<dyn SegmentFile>>;
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Makes directory entries (created and removed files) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
@@ -39,7 +42,23 @@ pub trait SegmentFile: Send + Debug {
 pub struct RealFs;
 
 impl Storage for RealFs {
-    fn create(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
+    fn create(&self, path: &Path, reserve: u64) -> io::Result<Box<dyn SegmentFile>> {
+        if reserve > 0 {
+            let file = OpenOptions::new()
+                .create_new(true)
+                .read(true)
+                .write(true)
+                .open(path)?;
+            match super::mapped::MappedFile::new(file, reserve) {
+                Ok(mapped) => return Ok(Box::new(mapped)),
+                Err(e) => {
+                    // E.g. a file system without fallocate: appends still work.
+                    tracing::debug!("{}: not mapped ({e}); appending", path.display());
+                    let file = OpenOptions::new().append(true).open(path)?;
+                    return Ok(Box::new(file));
+                }
+            }
+        }
         let file = OpenOptions::new()
             .create_new(true)
             .append(true)
@@ -129,8 +148,9 @@ pub struct FaultyFs {
 }
 
 impl Storage for FaultyFs {
-    fn create(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
-        let inner = RealFs.create(path)?;
+    fn create(&self, path: &Path, _reserve: u64) -> io::Result<Box<dyn SegmentFile>> {
+        // Plain appends, so every write can be made to fail part-way.
+        let inner = RealFs.create(path, 0)?;
         Ok(Box::new(FaultyFile {
             inner,
             faults: self.faults.clone(),
@@ -202,7 +222,7 @@ mod tests {
         let dir = crate::binlog::test_dir("fs-short");
         let fs = FaultyFs::default();
         let path = dir.join("f");
-        let mut f = fs.create(&path).unwrap();
+        let mut f = fs.create(&path, 0).unwrap();
         f.write_all(b"abc").unwrap();
         fs.faults.disk_full_after(2);
         let e = f.write_all(b"defg").unwrap_err();
@@ -219,7 +239,7 @@ mod tests {
         assert!(fs.sync_dir(&dir).is_err());
         fs.faults.fail_syncs(false);
         f.sync_data().unwrap();
-        assert!(fs.create(&path).is_err(), "create never overwrites");
+        assert!(fs.create(&path, 0).is_err(), "create never overwrites");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

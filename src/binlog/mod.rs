@@ -6,6 +6,7 @@
 //! instead of being acknowledged and lost. Byte format: see protocol.md.
 
 pub mod fs;
+mod mapped;
 pub mod record;
 pub mod recover;
 pub mod segment;

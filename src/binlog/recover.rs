@@ -2,6 +2,8 @@
 //!
 //! Segments are read oldest first, records in order. The last segment may end
 //! in a torn record (a crash mid-write): it is truncated away with a warning.
+//! Any segment may end in zeros, the reserved space of a segment whose server
+//! was killed before closing it: reading stops there.
 //! A bad record anywhere else means the log was damaged after it was written;
 //! that stops the start-up with the file and offset, unless the operator
 //! asked to skip damage knowingly.
@@ -80,16 +82,21 @@ pub fn recover(dir: &Path, skip_corrupt: bool) -> io::Result<Recovered> {
                     pos += size;
                 }
                 Err(_) => {
-                    // A cut-short record (Truncated) is what a crash leaves;
-                    // but a damaged length field looks the same, so in both
-                    // cases the tail is only dropped if nothing valid follows.
-                    let torn_tail = is_last && tail_is_garbage(&bytes[pos..]);
+                    // Zeros to the end are space reserved for the segment and
+                    // never written (a server killed before closing it). A
+                    // cut-short record (Truncated) is what a crash mid-write
+                    // leaves; but a damaged length field looks the same, so
+                    // that tail is only dropped if nothing valid follows.
+                    let unused = bytes[pos..].iter().all(|&b| b == 0);
+                    let torn_tail = !unused && is_last && tail_is_garbage(&bytes[pos..]);
                     if torn_tail {
                         tracing::warn!(
                             "{}: torn record at offset {pos} ({} bytes), truncating",
                             path.display(),
                             bytes.len() - pos
                         );
+                    }
+                    if unused || torn_tail {
                         let cut = || -> io::Result<()> {
                             let f = std::fs::OpenOptions::new().write(true).open(&path)?;
                             f.set_len(pos as u64)?;
@@ -211,6 +218,21 @@ mod tests {
         append_bytes(&path, &[0; 100]);
         assert_eq!(ids(&recover(&dir, false).unwrap()).len(), 10);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), good_len);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reserved_zeros_end_any_segment_and_are_trimmed() {
+        let dir = write_log("reserved-tail", 20);
+        let seqs = segment::list(&dir).unwrap();
+        assert!(seqs.len() >= 3, "{seqs:?}");
+        // A segment closed by a crash keeps its reserved size.
+        let middle = segment::path(&dir, seqs[1]);
+        let len = std::fs::metadata(&middle).unwrap().len();
+        append_bytes(&middle, &[0; 4096]);
+        let rec = recover(&dir, false).unwrap();
+        assert_eq!(ids(&rec), (1..=20).collect::<Vec<_>>());
+        assert_eq!(std::fs::metadata(&middle).unwrap().len(), len);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

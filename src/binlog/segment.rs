@@ -47,9 +47,10 @@ pub fn create(
     dir: &Path,
     seq: u32,
     next_job_id: u64,
+    reserve: u64,
 ) -> io::Result<Box<dyn SegmentFile>> {
     let path = path(dir, seq);
-    let mut file = fs.create(&path).map_err(|e| annotate(e, &path))?;
+    let mut file = fs.create(&path, reserve).map_err(|e| annotate(e, &path))?;
     if let Err(e) = file.write_all(&header(next_job_id)) {
         if let Err(e2) = fs.remove(&path) {
             tracing::warn!("cannot remove {}: {e2}", path.display());

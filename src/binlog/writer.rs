@@ -102,7 +102,7 @@ impl Binlog {
         next_job_id: u64,
     ) -> io::Result<Binlog> {
         let current_seq = existing.last().map_or(1, |&(s, _)| s + 1);
-        let current = segment::create(&*fs, &dir, current_seq, next_job_id)?;
+        let current = segment::create(&*fs, &dir, current_seq, next_job_id, max_size)?;
         let path = segment::path(&dir, current_seq);
         let ready = || -> io::Result<Box<dyn SegmentFile>> {
             if policy != SyncPolicy::Never {
@@ -195,7 +195,7 @@ impl Binlog {
             }
         }
         let seq = self.current_seq + 1;
-        let file = segment::create(&*self.fs, &self.dir, seq, self.next_job_id)?;
+        let file = segment::create(&*self.fs, &self.dir, seq, self.next_job_id, self.max_size)?;
         let path = segment::path(&self.dir, seq);
         let ready = || -> io::Result<Box<dyn SegmentFile>> {
             if self.policy != SyncPolicy::Never {

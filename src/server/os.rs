@@ -2,8 +2,9 @@
 //! file-descriptor limit, `IPV6_V6ONLY`, user lookup and privilege drop, and
 //! systemd socket activation.
 //!
-//! All of the daemon's `unsafe` lives here. Each block is a plain libc call on
-//! memory we own, and says why it is sound.
+//! All of the daemon's `unsafe` lives here, but for the binlog's memory
+//! mapping (`binlog/mapped.rs`). Each block is a plain libc call on memory
+//! we own, and says why it is sound.
 
 use std::ffi::{CStr, CString};
 use std::io;
