@@ -31,7 +31,12 @@ pub struct MappedFile {
     cap: usize,
     /// Bytes written.
     len: usize,
+    /// Bytes at the start whose pages were dropped from our mapping.
+    dropped: usize,
 }
+
+/// Written pages are dropped from the mapping in steps of this many bytes.
+const DROP_STEP: usize = 1 << 20;
 
 // SAFETY: the mapping is owned memory like a Box<[u8]>; nothing else holds
 // a pointer into it, so moving the owner to another thread is sound.
@@ -69,6 +74,7 @@ impl MappedFile {
             map: map.cast(),
             cap: cap as usize,
             len: 0,
+            dropped: 0,
         })
     }
 
@@ -78,6 +84,33 @@ impl MappedFile {
         // SAFETY: `from..to` lies inside the live mapping, and `&mut self`
         // makes this the only reference to it.
         unsafe { std::slice::from_raw_parts_mut(self.map.add(from), to - from) }
+    }
+}
+
+impl MappedFile {
+    /// Written pages stay in the page cache (dirty until synced) but need
+    /// not stay mapped: unmapping them keeps them out of the server's RSS,
+    /// which would otherwise grow by the whole segment.
+    fn drop_written_pages(&mut self) {
+        let written = self.len.min(self.cap);
+        if written.saturating_sub(self.dropped) < 2 * DROP_STEP {
+            return;
+        }
+        // Keep the last step mapped: the next records go to its last page.
+        let upto = (written - DROP_STEP) / DROP_STEP * DROP_STEP;
+        // SAFETY: a page-aligned range inside our mapping (the mapping and
+        // DROP_STEP are page-aligned). On a shared file mapping this only
+        // removes our page-table entries; dirty pages stay in the page cache.
+        let r = unsafe {
+            libc::madvise(
+                self.map.add(self.dropped).cast(),
+                upto - self.dropped,
+                libc::MADV_DONTNEED,
+            )
+        };
+        if r == 0 {
+            self.dropped = upto;
+        }
     }
 }
 
@@ -95,6 +128,7 @@ impl SegmentFile for MappedFile {
             }
         }
         self.len = start + buf.len();
+        self.drop_written_pages();
         Ok(())
     }
 
@@ -109,6 +143,8 @@ impl SegmentFile for MappedFile {
             }
         }
         self.len = len;
+        // Cut-back pages were mapped again by the zeroing; count them so.
+        self.dropped = self.dropped.min(len / DROP_STEP * DROP_STEP);
         Ok(())
     }
 
@@ -174,6 +210,22 @@ mod tests {
         m.write_all(b"!").unwrap();
         drop(m);
         assert_eq!(std::fs::read(&path).unwrap(), b"123456789abcdef!");
+    }
+
+    #[test]
+    fn dropped_pages_keep_their_data() {
+        let (path, file) = fresh("mapped-drop");
+        let mut m = MappedFile::new(file, 4 * DROP_STEP as u64).unwrap();
+        let chunk: Vec<u8> = (0..=255).cycle().take(4093).collect();
+        let mut expected = Vec::new();
+        while expected.len() + chunk.len() <= 4 * DROP_STEP {
+            m.write_all(&chunk).unwrap();
+            expected.extend_from_slice(&chunk);
+        }
+        assert!(m.dropped >= 2 * DROP_STEP, "{}", m.dropped);
+        m.sync_data().unwrap();
+        drop(m);
+        assert!(std::fs::read(&path).unwrap() == expected);
     }
 
     #[test]
