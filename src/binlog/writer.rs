@@ -1,12 +1,14 @@
 //! Appending records, rotating segments, collecting dead ones, and syncing.
 //!
-//! Appends happen inline, under the engine lock, with one `write` per record:
+//! Appends happen inline, under the engine lock, one copy into the mapped
+//! segment (or one `write`) per record:
 //! once a command is answered its record is in the kernel, so killing the
-//! server loses nothing acknowledged. Syncing to disk is the job of a syncer
-//! thread: under `-f 0` sessions hold their replies until it reports their
-//! bytes synced, and one fsync covers every session waiting at that moment
-//! (group commit); under `-f N` it syncs at least every N ms on its own timer;
-//! under `-F` it never runs.
+//! server loses nothing acknowledged. Under `-f 0` sessions hold their replies
+//! until their bytes are synced, and one fsync covers every session waiting
+//! at that moment (group commit): on the default single-threaded runtime the
+//! first waiting session fsyncs inline once the others have appended; with
+//! `--threads` > 1 a syncer thread does it. Under `-f N` the syncer thread
+//! syncs at least every N ms on its own timer; under `-F` it never runs.
 //!
 //! Space accounting: each live job holds the bytes of its latest full record
 //! in one segment. Segments are deleted oldest first once no live job holds
@@ -81,6 +83,8 @@ pub struct SyncShared {
     failure: Mutex<Option<String>>,
     /// Set when the log is closed: the syncer thread ends.
     closed: AtomicBool,
+    /// A session is syncing inline (see `sync_inline`).
+    syncing_inline: AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -147,6 +151,7 @@ impl Binlog {
             synced,
             failure: Mutex::new(None),
             closed: AtomicBool::new(false),
+            syncing_inline: AtomicBool::new(false),
         });
         if policy != SyncPolicy::Never {
             let shared = sync.clone();
@@ -399,6 +404,10 @@ impl SyncShared {
 
     /// Waits until every byte up to `pos` is on disk. Errors if syncing failed.
     pub async fn wait_synced(&self, pos: u64) -> io::Result<()> {
+        let flavor = tokio::runtime::Handle::current().runtime_flavor();
+        if flavor == tokio::runtime::RuntimeFlavor::CurrentThread {
+            return self.sync_inline(pos).await;
+        }
         let mut rx = self.synced.subscribe();
         {
             let mut requested = self.requested.lock().unwrap_or_else(|e| e.into_inner());
@@ -418,6 +427,49 @@ impl SyncShared {
             )));
         }
         Ok(())
+    }
+
+    /// Group commit on a single-threaded runtime: the first session to need
+    /// a sync lets every other runnable session go first (they append their
+    /// records and wait), then fsyncs inline, covering them all, as
+    /// beanstalkd does. Handing the fsync to the syncer thread instead costs
+    /// two thread hand-offs per sync, which on one core is most of the time
+    /// a lone client waits. The runtime thread is blocked meanwhile, which
+    /// is the price of `-f 0`.
+    async fn sync_inline(&self, pos: u64) -> io::Result<()> {
+        let mut rx = self.synced.subscribe();
+        loop {
+            let status = *rx.borrow_and_update();
+            if status.synced >= pos {
+                return Ok(());
+            }
+            if status.failed {
+                return Err(io::Error::other(format!(
+                    "binlog fsync failed: {}",
+                    self.failure().unwrap_or_default()
+                )));
+            }
+            if self.syncing_inline.swap(true, Ordering::SeqCst) {
+                // Another session is about to sync; it wakes us.
+                rx.changed()
+                    .await
+                    .map_err(|_| io::Error::other("binlog closed"))?;
+                continue;
+            }
+            let _turn = InlineTurn(self);
+            tokio::task::yield_now().await;
+            let target = self.written.load(Ordering::SeqCst);
+            let result = self
+                .file
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .sync_data();
+            match result {
+                Ok(()) => self.synced.send_modify(|s| s.synced = s.synced.max(target)),
+                // Not retried, as in `run`.
+                Err(e) => self.fail(format!("fsync failed: {e}")),
+            }
+        }
     }
 
     fn run(&self) {
@@ -465,6 +517,17 @@ impl SyncShared {
                 }
             }
         }
+    }
+}
+
+/// The inline syncer's turn; ending it (even by the session being dropped
+/// mid-way) lets a waiting session take over.
+struct InlineTurn<'a>(&'a SyncShared);
+
+impl Drop for InlineTurn<'_> {
+    fn drop(&mut self) {
+        self.0.syncing_inline.store(false, Ordering::SeqCst);
+        self.0.synced.send_modify(|_| {});
     }
 }
 
