@@ -457,8 +457,18 @@ impl SyncShared {
                 continue;
             }
             let _turn = InlineTurn(self);
-            tokio::task::yield_now().await;
-            let target = self.written.load(Ordering::SeqCst);
+            // Gather: as long as a round of the other runnable sessions
+            // (and of sockets that became readable meanwhile) appended more,
+            // give them another; a lone client costs one round.
+            let mut target = self.written.load(Ordering::SeqCst);
+            for _ in 0..MAX_GATHER_ROUNDS {
+                tokio::task::yield_now().await;
+                let now = self.written.load(Ordering::SeqCst);
+                if now == target {
+                    break;
+                }
+                target = now;
+            }
             let result = self
                 .file
                 .lock()
@@ -519,6 +529,10 @@ impl SyncShared {
         }
     }
 }
+
+/// Most rounds an inline syncer lets other sessions append before it syncs,
+/// so a steady stream of writers cannot postpone the fsync for ever.
+const MAX_GATHER_ROUNDS: usize = 8;
 
 /// The inline syncer's turn; ending it (even by the session being dropped
 /// mid-way) lets a waiting session take over.
