@@ -713,9 +713,20 @@ pub(crate) mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Inline syncing on the single-threaded runtime.
     #[tokio::test]
     async fn concurrent_waiters_share_one_fsync() {
-        let dir = test_dir("group");
+        waiters_share_fsyncs("group").await;
+    }
+
+    /// The syncer thread, with `--threads` > 1.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_waiters_share_one_fsync_of_the_syncer_thread() {
+        waiters_share_fsyncs("group-mt").await;
+    }
+
+    async fn waiters_share_fsyncs(name: &str) {
+        let dir = test_dir(name);
         let fs = FaultyFs::default();
         let mut log = open(&dir, &fs, 1 << 20, SyncPolicy::Every(Duration::ZERO));
         let sync = log.sync_handle();
