@@ -421,10 +421,7 @@ impl SyncShared {
             .await
             .map_err(|_| io::Error::other("binlog syncer stopped"))?;
         if status.synced < pos {
-            return Err(io::Error::other(format!(
-                "binlog fsync failed: {}",
-                self.failure().unwrap_or_default()
-            )));
+            return Err(self.sync_error());
         }
         Ok(())
     }
@@ -444,10 +441,7 @@ impl SyncShared {
                 return Ok(());
             }
             if status.failed {
-                return Err(io::Error::other(format!(
-                    "binlog fsync failed: {}",
-                    self.failure().unwrap_or_default()
-                )));
+                return Err(self.sync_error());
             }
             if self.syncing_inline.swap(true, Ordering::SeqCst) {
                 // Another session is about to sync; it wakes us.
@@ -469,17 +463,28 @@ impl SyncShared {
                 }
                 target = now;
             }
-            let result = self
-                .file
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .sync_data();
+            let result = self.sync_file();
             match result {
                 Ok(()) => self.synced.send_modify(|s| s.synced = s.synced.max(target)),
                 // Not retried, as in `run`.
                 Err(e) => self.fail(format!("fsync failed: {e}")),
             }
         }
+    }
+
+    fn sync_error(&self) -> io::Error {
+        io::Error::other(format!(
+            "binlog fsync failed: {}",
+            self.failure().unwrap_or_default()
+        ))
+    }
+
+    /// fsync of the segment being appended to.
+    fn sync_file(&self) -> io::Result<()> {
+        self.file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sync_data()
     }
 
     fn run(&self) {
@@ -509,11 +514,7 @@ impl SyncShared {
             if target <= synced {
                 continue;
             }
-            let result = self
-                .file
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .sync_data();
+            let result = self.sync_file();
             match result {
                 Ok(()) => {
                     synced = target;
