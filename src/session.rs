@@ -22,8 +22,11 @@ use crate::hub::{Hub, Step};
 use crate::protocol::{Codec, Command, Frame, Outbox, Reply, MAX_LINE};
 use bytes::BytesMut;
 use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio_util::codec::Decoder;
@@ -39,9 +42,17 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Read buffer capacity kept while waiting for the rest of a command.
 const PARTIAL_KEPT: usize = 1024;
 
-/// Frame queue capacity an idle connection keeps (one burst of pipelined
-/// commands can grow it to a read buffer's worth of frames).
-const FRAMES_KEPT: usize = 64;
+/// What a session holds while it has something in hand: input not yet
+/// decoded, frames not yet applied, replies not yet written. Boxed, and
+/// dropped whenever the connection is idle: the task of an idle session
+/// then holds one null pointer instead of these headers (every byte of the
+/// task's state is paid by every connection, idle or not).
+#[derive(Debug, Default)]
+struct Work {
+    input: BytesMut,
+    frames: VecDeque<Frame>,
+    output: Outbox,
+}
 
 /// Serves one connection until it closes, quits, fails, or `shutdown` is
 /// cancelled and its received input is answered.
@@ -67,18 +78,17 @@ where
     S: Connection,
 {
     let mut codec = Codec::new(max_job_size);
-    let mut input = BytesMut::new();
-    let mut output = Outbox::new();
-    let mut frames = VecDeque::new();
+    let mut work: Option<Box<Work>> = None;
     // The peer shut down its sending side: what it sent is still served,
     // every blocking reserve times out at once, then the session ends.
     let mut eof = false;
     loop {
-        while let Some(frame) = codec.decode(&mut input)? {
-            frames.push_back(frame);
+        let w = work.get_or_insert_with(Box::default);
+        while let Some(frame) = codec.decode(&mut w.input)? {
+            w.frames.push_back(frame);
         }
-        if !frames.is_empty() {
-            if frames
+        if !w.frames.is_empty() {
+            if w.frames
                 .iter()
                 .any(|f| matches!(f, Frame::Command(Command::Stats)))
             {
@@ -86,7 +96,7 @@ where
                 // so `current-connections` does not count them.
                 tokio::task::yield_now().await;
             }
-            let batch = hub.run(client, &mut frames, &mut output);
+            let batch = hub.run(client, &mut w.frames, &mut w.output);
             if let Some(pos) = batch.sync_to {
                 // Nothing is acknowledged before it is on disk (-f 0).
                 // Boxed, like the blocked-reserve wait below: rarely-taken
@@ -95,23 +105,24 @@ where
             }
             match batch.step {
                 Step::Done => {}
-                Step::Quit => return flush(stream, &mut output).await,
+                Step::Quit => return flush(stream, &mut w.output).await,
                 Step::Wait(reply) => {
                     let answer = if eof {
                         Box::pin(give_up_wait(hub, client, reply)).await
                     } else {
-                        flush(stream, &mut output).await?;
+                        flush(stream, &mut w.output).await?;
                         // Blocked, maybe for hours: like an idle connection,
                         // hold no buffers meanwhile (input read ahead gets
                         // one when it arrives).
-                        output.shrink();
-                        if input.is_empty() {
-                            input = BytesMut::new();
+                        if w.input.is_empty() && w.frames.is_empty() {
+                            work = None;
+                        } else {
+                            w.output.shrink();
+                            if w.frames.is_empty() {
+                                w.frames = VecDeque::new();
+                            }
                         }
-                        if frames.is_empty() {
-                            frames = VecDeque::new();
-                        }
-                        let end = Box::pin(wait(hub, client, stream, &mut input, reply, shutdown));
+                        let end = Box::pin(wait(hub, client, stream, &mut work, reply, shutdown));
                         match end.await? {
                             WaitEnd::Answer(reply) => reply,
                             WaitEnd::HalfClosed => {
@@ -121,7 +132,7 @@ where
                             WaitEnd::Shutdown => return Ok(()),
                         }
                     };
-                    output.push(&answer);
+                    work.get_or_insert_with(Box::default).output.push(&answer);
                     // Frames that arrived while blocked are served next.
                     continue;
                 }
@@ -130,44 +141,42 @@ where
         if eof {
             // Like beanstalkd, keep applying what was received even if the
             // peer is gone entirely and its replies cannot be delivered.
-            let _ = flush(stream, &mut output).await;
-            output.clear();
-            if frames.is_empty() {
+            let _ = flush(stream, &mut w.output).await;
+            w.output.clear();
+            if w.frames.is_empty() {
                 return Ok(());
             }
             continue;
         }
-        flush(stream, &mut output).await?;
-        if !frames.is_empty() {
+        flush(stream, &mut w.output).await?;
+        if !w.frames.is_empty() {
             // The batch stopped at its output bound: serve the rest before
             // reading more, so input is bounded by what the client's
             // reading lets through.
             continue;
         }
-        if input.is_empty() {
+        if w.input.is_empty() {
             // Idle between commands: hold no buffers while waiting, so an
             // idle connection costs little more than its task and socket.
-            input = BytesMut::new();
-            output.shrink();
-            if frames.capacity() > FRAMES_KEPT {
-                frames = VecDeque::new();
+            work = None;
+        } else {
+            w.output.shrink();
+            w.frames = VecDeque::new();
+            if w.input.len() < MAX_LINE && w.input.capacity() > PARTIAL_KEPT {
+                // Part of a command (a slow client, or a slowloris holding
+                // thousands of connections): keep its bytes, not a read
+                // buffer.
+                w.input = BytesMut::from(&w.input[..]);
             }
-        } else if input.len() < MAX_LINE && input.capacity() > PARTIAL_KEPT {
-            // Part of a command (a slow client, or a slowloris holding
-            // thousands of connections): keep its bytes, not a read buffer.
-            input = BytesMut::from(&input[..]);
         }
-        tokio::select! {
-            // Input first: what has arrived is answered even once shutdown
-            // has begun; only an idle connection is closed.
-            biased;
-            r = stream.readable() => r?,
-            () = shutdown.cancelled() => return Ok(()),
+        if !readable_or_shutdown(stream, shutdown).await? {
+            return Ok(());
         }
+        let input = &mut work.get_or_insert_with(Box::default).input;
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
         }
-        let n = match stream.try_read_available(&mut input, usize::MAX) {
+        let n = match stream.try_read_available(input, usize::MAX) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
@@ -176,6 +185,23 @@ where
             return Ok(());
         }
     }
+}
+
+/// Waits until the socket may have input (`true`) or `shutdown` is cancelled
+/// (`false`). Input is looked at first: what has arrived is answered even
+/// once shutdown has begun; only an idle connection is closed.
+async fn readable_or_shutdown<S: Connection>(
+    stream: &S,
+    shutdown: &CancellationToken,
+) -> io::Result<bool> {
+    let mut cancelled = pin!(shutdown.cancelled());
+    poll_fn(|cx| {
+        if let Poll::Ready(r) = stream.poll_read_ready(cx) {
+            return Poll::Ready(r.map(|()| true));
+        }
+        cancelled.as_mut().poll(cx).map(|()| Ok(false))
+    })
+    .await
 }
 
 /// How a blocked reserve ended.
@@ -199,12 +225,12 @@ async fn give_up_wait(hub: &Hub, client: ClientId, reply: oneshot::Receiver<Repl
 
 /// Waits for the answer to a blocked reserve, reading ahead at most
 /// [`READ_AHEAD_WHILE_WAITING`] bytes of input meanwhile (to notice a
-/// half-close); `input` gets a buffer only once input arrives.
+/// half-close); `work` gets buffers only once input arrives.
 async fn wait<S>(
     hub: &Hub,
     client: ClientId,
     stream: &mut S,
-    input: &mut BytesMut,
+    work: &mut Option<Box<Work>>,
     mut reply: oneshot::Receiver<Reply>,
     shutdown: &CancellationToken,
 ) -> io::Result<WaitEnd>
@@ -212,7 +238,8 @@ where
     S: Connection,
 {
     loop {
-        let room = READ_AHEAD_WHILE_WAITING.saturating_sub(input.len());
+        let held = work.as_ref().map_or(0, |w| w.input.len());
+        let room = READ_AHEAD_WHILE_WAITING.saturating_sub(held);
         if room == 0 {
             return Ok(tokio::select! {
                 r = &mut reply => r.map_or(WaitEnd::Shutdown, WaitEnd::Answer),
@@ -222,8 +249,9 @@ where
         tokio::select! {
             r = &mut reply => return Ok(r.map_or(WaitEnd::Shutdown, WaitEnd::Answer)),
             () = shutdown.cancelled() => return Ok(WaitEnd::Shutdown),
-            r = stream.readable() => r?,
+            r = poll_fn(|cx| stream.poll_read_ready(cx)) => r?,
         }
+        let input = &mut work.get_or_insert_with(Box::default).input;
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK.min(room));
         }
