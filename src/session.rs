@@ -7,7 +7,7 @@
 //! half-close, which beanstalkd answers with TIMED_OUT before closing.
 //!
 //! Invariant: whatever way the task ends, the engine forgets the client
-//! (`Disconnect` guard), so its reserved jobs go back to ready at once.
+//! (`Session`'s drop), so its reserved jobs go back to ready at once.
 //!
 //! Shutdown: when the server's `shutdown` token is cancelled, a session still
 //! answers every complete command it has received (reads prefer ready input
@@ -24,7 +24,7 @@ use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -55,153 +55,193 @@ struct Work {
 }
 
 /// Serves one connection until it closes, quits, fails, or `shutdown` is
-/// cancelled and its received input is answered.
-pub async fn run<S>(hub: Arc<Hub>, mut stream: S, max_job_size: u32, shutdown: CancellationToken)
+/// cancelled and its received input is answered. The client is registered
+/// with the engine at once, not when the future is first polled.
+pub fn run<S>(
+    hub: Arc<Hub>,
+    stream: S,
+    max_job_size: u32,
+    shutdown: CancellationToken,
+) -> impl Future<Output = ()>
 where
     S: Connection,
 {
-    let client = Disconnect::new(hub.clone());
-    if let Err(e) = serve(&hub, client.id, &mut stream, max_job_size, &shutdown).await {
-        tracing::debug!(client = client.id, "connection ended: {e}");
-    }
-    let _ = stream.shutdown().await;
+    Session::new(hub, stream, max_job_size, shutdown).run()
 }
 
-async fn serve<S>(
-    hub: &Hub,
+/// One connection: its socket, its engine client and the decoder state that
+/// outlives a read. Everything here lives as long as the connection, in the
+/// session task's state, so it is kept to what an idle connection needs.
+/// Dropping it unregisters the client (however the task ends, aborted
+/// included), so its reserved jobs go back to ready at once.
+#[derive(Debug)]
+pub struct Session<S> {
+    hub: Arc<Hub>,
     client: ClientId,
-    stream: &mut S,
-    max_job_size: u32,
-    shutdown: &CancellationToken,
-) -> io::Result<()>
-where
-    S: Connection,
-{
-    let mut codec = Codec::new(max_job_size);
-    let mut work: Option<Box<Work>> = None;
-    // The peer shut down its sending side: what it sent is still served,
-    // every blocking reserve times out at once, then the session ends.
-    let mut eof = false;
-    loop {
-        let w = work.get_or_insert_with(Box::default);
-        while let Some(frame) = codec.decode(&mut w.input)? {
-            w.frames.push_back(frame);
+    stream: S,
+    codec: Codec,
+    shutdown: CancellationToken,
+}
+
+impl<S: Connection> Session<S> {
+    /// Registers a new client with the engine.
+    pub fn new(hub: Arc<Hub>, stream: S, max_job_size: u32, shutdown: CancellationToken) -> Self {
+        let client = hub.connect();
+        Session {
+            hub,
+            client,
+            stream,
+            codec: Codec::new(max_job_size),
+            shutdown,
         }
-        if !w.frames.is_empty() {
-            if w.frames
-                .iter()
-                .any(|f| matches!(f, Frame::Command(Command::Stats)))
-            {
-                // Let connections whose close is already pending finish it,
-                // so `current-connections` does not count them.
-                tokio::task::yield_now().await;
+    }
+
+    /// The engine's id of this client (also used in log lines).
+    pub fn id(&self) -> ClientId {
+        self.client
+    }
+
+    /// See [`run`].
+    pub fn run(self) -> impl Future<Output = ()> {
+        // Not an `async fn`: one moves its arguments into locals, so the
+        // task would hold the session twice. An async block uses what it
+        // captures in place.
+        let mut session = self;
+        async move {
+            if let Err(e) = session.serve().await {
+                tracing::debug!(conn = session.client, "connection ended: {e}");
             }
-            let batch = hub.run(client, &mut w.frames, &mut w.output);
-            if let Some(pos) = batch.sync_to {
-                // Nothing is acknowledged before it is on disk (-f 0).
-                // Boxed, like the blocked-reserve wait below: rarely-taken
-                // paths stay out of every idle connection's task.
-                Box::pin(hub.wait_synced(pos)).await?;
+            let _ = session.stream.shutdown().await;
+            tracing::debug!(conn = session.client, "connection closed");
+        }
+    }
+
+    async fn serve(&mut self) -> io::Result<()> {
+        let mut work: Option<Box<Work>> = None;
+        // The peer shut down its sending side: what it sent is still served,
+        // every blocking reserve times out at once, then the session ends.
+        let mut eof = false;
+        loop {
+            let w = work.get_or_insert_with(Box::default);
+            while let Some(frame) = self.codec.decode(&mut w.input)? {
+                w.frames.push_back(frame);
             }
-            match batch.step {
-                Step::Done => {}
-                Step::Quit => return flush(stream, &mut w.output).await,
-                Step::Wait(reply) => {
-                    let answer = if eof {
-                        Box::pin(give_up_wait(hub, client, reply)).await
-                    } else {
-                        flush(stream, &mut w.output).await?;
-                        // Blocked, maybe for hours: like an idle connection,
-                        // hold no buffers meanwhile (input read ahead gets
-                        // one when it arrives).
-                        if w.input.is_empty() && w.frames.is_empty() {
-                            work = None;
+            if !w.frames.is_empty() {
+                if w.frames
+                    .iter()
+                    .any(|f| matches!(f, Frame::Command(Command::Stats)))
+                {
+                    // Let connections whose close is already pending finish it,
+                    // so `current-connections` does not count them.
+                    tokio::task::yield_now().await;
+                }
+                let batch = self.hub.run(self.client, &mut w.frames, &mut w.output);
+                if let Some(pos) = batch.sync_to {
+                    // Nothing is acknowledged before it is on disk (-f 0).
+                    // Boxed, like the blocked-reserve wait below: rarely-taken
+                    // paths stay out of every idle connection's task.
+                    Box::pin(self.hub.wait_synced(pos)).await?;
+                }
+                match batch.step {
+                    Step::Done => {}
+                    Step::Quit => return flush(&mut self.stream, &mut w.output).await,
+                    Step::Wait(reply) => {
+                        let answer = if eof {
+                            Box::pin(give_up_wait(&self.hub, self.client, reply)).await
                         } else {
-                            w.output.shrink();
-                            if w.frames.is_empty() {
-                                w.frames = VecDeque::new();
+                            flush(&mut self.stream, &mut w.output).await?;
+                            // Blocked, maybe for hours: like an idle connection,
+                            // hold no buffers meanwhile (input read ahead gets
+                            // one when it arrives).
+                            if w.input.is_empty() && w.frames.is_empty() {
+                                work = None;
+                            } else {
+                                w.output.shrink();
+                                if w.frames.is_empty() {
+                                    w.frames = VecDeque::new();
+                                }
                             }
-                        }
-                        let end = Box::pin(wait(hub, client, stream, &mut work, reply, shutdown));
-                        match end.await? {
-                            WaitEnd::Answer(reply) => reply,
-                            WaitEnd::HalfClosed => {
-                                eof = true;
-                                Reply::TimedOut
+                            let end = Box::pin(wait(
+                                &self.hub,
+                                self.client,
+                                &mut self.stream,
+                                &mut work,
+                                reply,
+                                &self.shutdown,
+                            ));
+                            match end.await? {
+                                WaitEnd::Answer(reply) => reply,
+                                WaitEnd::HalfClosed => {
+                                    eof = true;
+                                    Reply::TimedOut
+                                }
+                                WaitEnd::Shutdown => return Ok(()),
                             }
-                            WaitEnd::Shutdown => return Ok(()),
-                        }
-                    };
-                    work.get_or_insert_with(Box::default).output.push(&answer);
-                    // Frames that arrived while blocked are served next.
-                    continue;
+                        };
+                        work.get_or_insert_with(Box::default).output.push(&answer);
+                        // Frames that arrived while blocked are served next.
+                        continue;
+                    }
                 }
             }
-        }
-        if eof {
-            // Like beanstalkd, keep applying what was received even if the
-            // peer is gone entirely and its replies cannot be delivered.
-            let _ = flush(stream, &mut w.output).await;
-            w.output.clear();
-            if w.frames.is_empty() {
+            if eof {
+                // Like beanstalkd, keep applying what was received even if the
+                // peer is gone entirely and its replies cannot be delivered.
+                let _ = flush(&mut self.stream, &mut w.output).await;
+                w.output.clear();
+                if w.frames.is_empty() {
+                    return Ok(());
+                }
+                continue;
+            }
+            flush(&mut self.stream, &mut w.output).await?;
+            if !w.frames.is_empty() {
+                // The batch stopped at its output bound: serve the rest before
+                // reading more, so input is bounded by what the client's
+                // reading lets through.
+                continue;
+            }
+            if w.input.is_empty() {
+                // Idle between commands: hold no buffers while waiting, so an
+                // idle connection costs little more than its task and socket.
+                work = None;
+            } else {
+                w.output.shrink();
+                w.frames = VecDeque::new();
+                if w.input.len() < MAX_LINE && w.input.capacity() > PARTIAL_KEPT {
+                    // Part of a command (a slow client, or a slowloris holding
+                    // thousands of connections): keep its bytes, not a read
+                    // buffer.
+                    w.input = BytesMut::from(&w.input[..]);
+                }
+            }
+            // Wait for input or shutdown. Input is looked at first: what
+            // has arrived is answered even once shutdown has begun; only an
+            // idle connection is closed. Written out here rather than as a
+            // function or `select!`: this wait is where idle connections
+            // spend their life, so its state is what each of them pays.
+            let mut cancelled = pin!(self.shutdown.cancelled());
+            let readable = poll_fn(|cx| match self.stream.poll_read_ready(cx) {
+                Poll::Ready(r) => Poll::Ready(r.map(|()| true)),
+                Poll::Pending => cancelled.as_mut().poll(cx).map(|()| Ok(false)),
+            });
+            if !readable.await? {
                 return Ok(());
             }
-            continue;
-        }
-        flush(stream, &mut w.output).await?;
-        if !w.frames.is_empty() {
-            // The batch stopped at its output bound: serve the rest before
-            // reading more, so input is bounded by what the client's
-            // reading lets through.
-            continue;
-        }
-        if w.input.is_empty() {
-            // Idle between commands: hold no buffers while waiting, so an
-            // idle connection costs little more than its task and socket.
-            work = None;
-        } else {
-            w.output.shrink();
-            w.frames = VecDeque::new();
-            if w.input.len() < MAX_LINE && w.input.capacity() > PARTIAL_KEPT {
-                // Part of a command (a slow client, or a slowloris holding
-                // thousands of connections): keep its bytes, not a read
-                // buffer.
-                w.input = BytesMut::from(&w.input[..]);
+            let input = &mut work.get_or_insert_with(Box::default).input;
+            if input.capacity() - input.len() < READ_CHUNK / 4 {
+                input.reserve(READ_CHUNK);
+            }
+            let n = match self.stream.try_read_available(input, usize::MAX) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                return Ok(());
             }
         }
-        if !readable_or_shutdown(stream, shutdown).await? {
-            return Ok(());
-        }
-        let input = &mut work.get_or_insert_with(Box::default).input;
-        if input.capacity() - input.len() < READ_CHUNK / 4 {
-            input.reserve(READ_CHUNK);
-        }
-        let n = match stream.try_read_available(input, usize::MAX) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        if n == 0 {
-            return Ok(());
-        }
     }
-}
-
-/// Waits until the socket may have input (`true`) or `shutdown` is cancelled
-/// (`false`). Input is looked at first: what has arrived is answered even
-/// once shutdown has begun; only an idle connection is closed.
-async fn readable_or_shutdown<S: Connection>(
-    stream: &S,
-    shutdown: &CancellationToken,
-) -> io::Result<bool> {
-    let mut cancelled = pin!(shutdown.cancelled());
-    poll_fn(|cx| {
-        if let Poll::Ready(r) = stream.poll_read_ready(cx) {
-            return Poll::Ready(r.map(|()| true));
-        }
-        cancelled.as_mut().poll(cx).map(|()| Ok(false))
-    })
-    .await
 }
 
 /// How a blocked reserve ended.
@@ -269,28 +309,22 @@ where
     }
 }
 
-async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, output: &mut Outbox) -> io::Result<()> {
-    if !output.is_empty() {
-        output.write_to(stream).await?;
-    }
-    Ok(())
+/// Writes `output` out; its future holds two references, the rest of the
+/// write's state is in `output`.
+fn flush<'a, S: AsyncWrite + Unpin>(
+    stream: &'a mut S,
+    output: &'a mut Outbox,
+) -> impl Future<Output = io::Result<()>> + 'a {
+    poll_fn(move |cx| {
+        if output.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        output.poll_write_to(cx, Pin::new(&mut *stream))
+    })
 }
 
-/// Registers the client with the engine and unregisters it on drop.
-struct Disconnect {
-    hub: Arc<Hub>,
-    id: ClientId,
-}
-
-impl Disconnect {
-    fn new(hub: Arc<Hub>) -> Disconnect {
-        let id = hub.connect();
-        Disconnect { hub, id }
-    }
-}
-
-impl Drop for Disconnect {
+impl<S> Drop for Session<S> {
     fn drop(&mut self) {
-        self.hub.disconnect(self.id);
+        self.hub.disconnect(self.client);
     }
 }
