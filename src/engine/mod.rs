@@ -85,7 +85,10 @@ pub struct Engine {
     tube_index: HashMap<TubeName, TubeIdx>,
     /// Tubes in listing order (creation order, with swap-remove on free).
     tube_list: Vec<TubeIdx>,
-    clients: HashMap<ClientId, Client>,
+    /// Boxed: the table then grows by 16 bytes a slot, not a whole Client,
+    /// and a boxed Client usually fits in memory the allocator already
+    /// holds (see `client.rs`).
+    clients: HashMap<ClientId, Box<Client>>,
     next_client_id: ClientId,
     /// The best ready job of every unpaused tube that has one, so a client
     /// watching many tubes finds its next job without visiting each tube.
@@ -138,7 +141,7 @@ impl Engine {
         let tube = self.tube_mut(DEFAULT_TUBE);
         tube.using += 1;
         tube.watching += 1;
-        self.clients.insert(id, Client::new(DEFAULT_TUBE));
+        self.clients.insert(id, Box::new(Client::new(DEFAULT_TUBE)));
         self.counters.total_connections += 1;
         id
     }
