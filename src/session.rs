@@ -18,19 +18,19 @@
 
 use crate::connection::Connection;
 use crate::engine::ClientId;
-use crate::hub::{Hub, Step};
+use crate::hub::{Batch, Hub, Step};
 use crate::protocol::{Codec, Command, Frame, Outbox, Reply, MAX_LINE};
 use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio_util::codec::Decoder;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// Bytes read ahead while a reserve is blocked; past this the session stops
 /// reading until the reserve is answered.
@@ -43,15 +43,33 @@ const READ_CHUNK: usize = 16 * 1024;
 const PARTIAL_KEPT: usize = 1024;
 
 /// What a session holds while it has something in hand: input not yet
-/// decoded, frames not yet applied, replies not yet written. Boxed, and
-/// dropped whenever the connection is idle: the task of an idle session
-/// then holds one null pointer instead of these headers (every byte of the
-/// task's state is paid by every connection, idle or not).
-#[derive(Debug, Default)]
+/// decoded, a command half decoded, frames not yet applied, replies not yet
+/// written. Boxed, and dropped whenever the connection is idle between
+/// commands: the task of an idle session then holds one null pointer
+/// instead of these (every byte of the task's state is paid by every
+/// connection, idle or not).
+#[derive(Debug)]
 struct Work {
+    codec: Codec,
     input: BytesMut,
     frames: VecDeque<Frame>,
     output: Outbox,
+}
+
+impl Work {
+    fn new(max_job_size: u32) -> Box<Work> {
+        Box::new(Work {
+            codec: Codec::new(max_job_size),
+            input: BytesMut::new(),
+            frames: VecDeque::new(),
+            output: Outbox::new(),
+        })
+    }
+
+    /// Nothing received is pending: no input, no frame, no half command.
+    fn is_idle(&self) -> bool {
+        self.input.is_empty() && self.frames.is_empty() && self.codec.is_between_frames()
+    }
 }
 
 /// Serves one connection until it closes, quits, fails, or `shutdown` is
@@ -79,8 +97,12 @@ pub struct Session<S> {
     hub: Arc<Hub>,
     client: ClientId,
     stream: S,
-    codec: Codec,
-    shutdown: CancellationToken,
+    max_job_size: u32,
+    /// Resolves once the server shuts down. One boxed future for the whole
+    /// connection, polled wherever the session waits: a `cancelled()`
+    /// future is 72 bytes (it embeds a waiter node), too big to keep
+    /// inline in every idle task.
+    stop: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 impl<S: Connection> Session<S> {
@@ -91,8 +113,8 @@ impl<S: Connection> Session<S> {
             hub,
             client,
             stream,
-            codec: Codec::new(max_job_size),
-            shutdown,
+            max_job_size,
+            stop: Box::pin(shutdown.cancelled_owned()),
         }
     }
 
@@ -116,129 +138,138 @@ impl<S: Connection> Session<S> {
         }
     }
 
-    async fn serve(&mut self) -> io::Result<()> {
-        let mut work: Option<Box<Work>> = None;
-        // The peer shut down its sending side: what it sent is still served,
-        // every blocking reserve times out at once, then the session ends.
-        let mut eof = false;
-        loop {
-            let w = work.get_or_insert_with(Box::default);
-            while let Some(frame) = self.codec.decode(&mut w.input)? {
-                w.frames.push_back(frame);
-            }
-            if !w.frames.is_empty() {
-                if w.frames
-                    .iter()
-                    .any(|f| matches!(f, Frame::Command(Command::Stats)))
-                {
-                    // Let connections whose close is already pending finish it,
-                    // so `current-connections` does not count them.
-                    tokio::task::yield_now().await;
+    // Not an `async fn`, for the same reason as `run`: `self` is held once.
+    #[allow(clippy::manual_async_fn)]
+    fn serve(&mut self) -> impl Future<Output = io::Result<()>> + '_ {
+        async move {
+            let mut work: Option<Box<Work>> = None;
+            // The peer shut down its sending side: what it sent is still served,
+            // every blocking reserve times out at once, then the session ends.
+            let mut eof = false;
+            loop {
+                let w = work.get_or_insert_with(|| Work::new(self.max_job_size));
+                while let Some(frame) = w.codec.decode(&mut w.input)? {
+                    w.frames.push_back(frame);
                 }
-                let batch = self.hub.run(self.client, &mut w.frames, &mut w.output);
-                if let Some(pos) = batch.sync_to {
-                    // Nothing is acknowledged before it is on disk (-f 0).
-                    // Boxed, like the blocked-reserve wait below: rarely-taken
-                    // paths stay out of every idle connection's task.
-                    Box::pin(self.hub.wait_synced(pos)).await?;
-                }
-                match batch.step {
-                    Step::Done => {}
-                    Step::Quit => return flush(&mut self.stream, &mut w.output).await,
-                    Step::Wait(reply) => {
-                        let answer = if eof {
-                            Box::pin(give_up_wait(&self.hub, self.client, reply)).await
-                        } else {
-                            flush(&mut self.stream, &mut w.output).await?;
-                            // Blocked, maybe for hours: like an idle connection,
-                            // hold no buffers meanwhile (input read ahead gets
-                            // one when it arrives).
-                            if w.input.is_empty() && w.frames.is_empty() {
-                                work = None;
+                if !w.frames.is_empty() {
+                    if w.frames
+                        .iter()
+                        .any(|f| matches!(f, Frame::Command(Command::Stats)))
+                    {
+                        // Let connections whose close is already pending finish it,
+                        // so `current-connections` does not count them.
+                        tokio::task::yield_now().await;
+                    }
+                    let Batch { step, sync_to } =
+                        self.hub.run(self.client, &mut w.frames, &mut w.output);
+                    if let Some(pos) = sync_to {
+                        // Nothing is acknowledged before it is on disk (-f 0).
+                        // Boxed, like the blocked-reserve wait below: rarely-taken
+                        // paths stay out of every idle connection's task.
+                        Box::pin(self.hub.wait_synced(pos)).await?;
+                    }
+                    match step {
+                        Step::Done => {}
+                        Step::Quit => return flush(&mut self.stream, &mut w.output).await,
+                        Step::Wait(reply) => {
+                            let answer = if eof {
+                                Box::pin(give_up_wait(&self.hub, self.client, reply)).await
                             } else {
-                                w.output.shrink();
-                                if w.frames.is_empty() {
-                                    w.frames = VecDeque::new();
+                                flush(&mut self.stream, &mut w.output).await?;
+                                // Blocked, maybe for hours: like an idle connection,
+                                // hold no buffers meanwhile (input read ahead gets
+                                // one when it arrives).
+                                if w.is_idle() {
+                                    work = None;
+                                } else {
+                                    w.output.shrink();
+                                    if w.frames.is_empty() {
+                                        w.frames = VecDeque::new();
+                                    }
                                 }
-                            }
-                            let end = Box::pin(wait(
-                                &self.hub,
-                                self.client,
-                                &mut self.stream,
-                                &mut work,
-                                reply,
-                                &self.shutdown,
-                            ));
-                            match end.await? {
-                                WaitEnd::Answer(reply) => reply,
-                                WaitEnd::HalfClosed => {
-                                    eof = true;
-                                    Reply::TimedOut
+                                let end = Box::pin(wait(
+                                    &self.hub,
+                                    self.client,
+                                    &mut self.stream,
+                                    &mut work,
+                                    reply,
+                                    &mut self.stop,
+                                    self.max_job_size,
+                                ));
+                                match end.await? {
+                                    WaitEnd::Answer(reply) => reply,
+                                    WaitEnd::HalfClosed => {
+                                        eof = true;
+                                        Reply::TimedOut
+                                    }
+                                    WaitEnd::Shutdown => return Ok(()),
                                 }
-                                WaitEnd::Shutdown => return Ok(()),
-                            }
-                        };
-                        work.get_or_insert_with(Box::default).output.push(&answer);
-                        // Frames that arrived while blocked are served next.
-                        continue;
+                            };
+                            work.get_or_insert_with(|| Work::new(self.max_job_size))
+                                .output
+                                .push(&answer);
+                            // Frames that arrived while blocked are served next.
+                            continue;
+                        }
                     }
                 }
-            }
-            if eof {
-                // Like beanstalkd, keep applying what was received even if the
-                // peer is gone entirely and its replies cannot be delivered.
-                let _ = flush(&mut self.stream, &mut w.output).await;
-                w.output.clear();
-                if w.frames.is_empty() {
+                if eof {
+                    // Like beanstalkd, keep applying what was received even if the
+                    // peer is gone entirely and its replies cannot be delivered.
+                    let _ = flush(&mut self.stream, &mut w.output).await;
+                    w.output.clear();
+                    if w.frames.is_empty() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                flush(&mut self.stream, &mut w.output).await?;
+                if !w.frames.is_empty() {
+                    // The batch stopped at its output bound: serve the rest before
+                    // reading more, so input is bounded by what the client's
+                    // reading lets through.
+                    continue;
+                }
+                if w.is_idle() {
+                    // Idle between commands: hold no buffers while waiting, so an
+                    // idle connection costs little more than its task and socket.
+                    work = None;
+                } else {
+                    w.output.shrink();
+                    w.frames = VecDeque::new();
+                    if w.input.len() < MAX_LINE && w.input.capacity() > PARTIAL_KEPT {
+                        // Part of a command (a slow client, or a slowloris holding
+                        // thousands of connections): keep its bytes, not a read
+                        // buffer.
+                        w.input = BytesMut::from(&w.input[..]);
+                    }
+                }
+                // Wait for input or shutdown. Input is looked at first: what
+                // has arrived is answered even once shutdown has begun; only an
+                // idle connection is closed. Written out here rather than as a
+                // function or `select!`: this wait is where idle connections
+                // spend their life, so its state is what each of them pays.
+                let readable = poll_fn(|cx| match self.stream.poll_read_ready(cx) {
+                    Poll::Ready(r) => Poll::Ready(r.map(|()| true)),
+                    Poll::Pending => self.stop.as_mut().poll(cx).map(|()| Ok(false)),
+                });
+                if !readable.await? {
                     return Ok(());
                 }
-                continue;
-            }
-            flush(&mut self.stream, &mut w.output).await?;
-            if !w.frames.is_empty() {
-                // The batch stopped at its output bound: serve the rest before
-                // reading more, so input is bounded by what the client's
-                // reading lets through.
-                continue;
-            }
-            if w.input.is_empty() {
-                // Idle between commands: hold no buffers while waiting, so an
-                // idle connection costs little more than its task and socket.
-                work = None;
-            } else {
-                w.output.shrink();
-                w.frames = VecDeque::new();
-                if w.input.len() < MAX_LINE && w.input.capacity() > PARTIAL_KEPT {
-                    // Part of a command (a slow client, or a slowloris holding
-                    // thousands of connections): keep its bytes, not a read
-                    // buffer.
-                    w.input = BytesMut::from(&w.input[..]);
+                let input = &mut work
+                    .get_or_insert_with(|| Work::new(self.max_job_size))
+                    .input;
+                if input.capacity() - input.len() < READ_CHUNK / 4 {
+                    input.reserve(READ_CHUNK);
                 }
-            }
-            // Wait for input or shutdown. Input is looked at first: what
-            // has arrived is answered even once shutdown has begun; only an
-            // idle connection is closed. Written out here rather than as a
-            // function or `select!`: this wait is where idle connections
-            // spend their life, so its state is what each of them pays.
-            let mut cancelled = pin!(self.shutdown.cancelled());
-            let readable = poll_fn(|cx| match self.stream.poll_read_ready(cx) {
-                Poll::Ready(r) => Poll::Ready(r.map(|()| true)),
-                Poll::Pending => cancelled.as_mut().poll(cx).map(|()| Ok(false)),
-            });
-            if !readable.await? {
-                return Ok(());
-            }
-            let input = &mut work.get_or_insert_with(Box::default).input;
-            if input.capacity() - input.len() < READ_CHUNK / 4 {
-                input.reserve(READ_CHUNK);
-            }
-            let n = match self.stream.try_read_available(input, usize::MAX) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            };
-            if n == 0 {
-                return Ok(());
+                let n = match self.stream.try_read_available(input, usize::MAX) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                };
+                if n == 0 {
+                    return Ok(());
+                }
             }
         }
     }
@@ -272,7 +303,8 @@ async fn wait<S>(
     stream: &mut S,
     work: &mut Option<Box<Work>>,
     mut reply: oneshot::Receiver<Reply>,
-    shutdown: &CancellationToken,
+    stop: &mut Pin<Box<WaitForCancellationFutureOwned>>,
+    max_job_size: u32,
 ) -> io::Result<WaitEnd>
 where
     S: Connection,
@@ -283,15 +315,15 @@ where
         if room == 0 {
             return Ok(tokio::select! {
                 r = &mut reply => r.map_or(WaitEnd::Shutdown, WaitEnd::Answer),
-                () = shutdown.cancelled() => WaitEnd::Shutdown,
+                () = stop.as_mut() => WaitEnd::Shutdown,
             });
         }
         tokio::select! {
             r = &mut reply => return Ok(r.map_or(WaitEnd::Shutdown, WaitEnd::Answer)),
-            () = shutdown.cancelled() => return Ok(WaitEnd::Shutdown),
+            () = stop.as_mut() => return Ok(WaitEnd::Shutdown),
             r = poll_fn(|cx| stream.poll_read_ready(cx)) => r?,
         }
-        let input = &mut work.get_or_insert_with(Box::default).input;
+        let input = &mut work.get_or_insert_with(|| Work::new(max_job_size)).input;
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK.min(room));
         }
@@ -326,5 +358,37 @@ fn flush<'a, S: AsyncWrite + Unpin>(
 impl<S> Drop for Session<S> {
     fn drop(&mut self) {
         self.hub.disconnect(self.client);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::engine::{Engine, EngineConfig, HostInfo};
+
+    /// Every connection pays for its task's state, idle or not. tokio
+    /// allocates a task (~104 bytes of header and trailer plus this state)
+    /// 128-byte aligned, so up to this much state takes 256 bytes; one
+    /// byte more takes 384. (Release builds measured 144, debug 152.)
+    const MAX_TASK_STATE: usize = 152;
+
+    #[tokio::test]
+    async fn a_session_task_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let config = EngineConfig {
+            max_job_size: 65535,
+            binlog_max_size: 10_485_760,
+            host: HostInfo::fixed(),
+        };
+        let clock = Clock::manual();
+        let hub = Arc::new(Hub::new(Engine::new(config, clock.now()), clock, None));
+        let session = Session::new(hub, stream, 65535, CancellationToken::new());
+        let size = std::mem::size_of_val(&session.run());
+        println!("session task state: {size} bytes");
+        assert!(size <= MAX_TASK_STATE, "session task state is {size} bytes");
     }
 }
