@@ -9,15 +9,18 @@
 //! wake-up is lost.
 
 use bytes::BytesMut;
-use std::future::Future;
 use std::io;
 use std::os::unix::io::{AsRawFd, RawFd};
+use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, Interest};
 
 /// A client connection.
 pub trait Connection: AsyncRead + AsyncWrite + Unpin {
-    /// Waits until the socket may have input (no buffer needed meanwhile).
-    fn readable(&self) -> impl Future<Output = io::Result<()>>;
+    /// Ready when the socket may have input; otherwise the task is woken
+    /// when it may. Needs no buffer, and unlike a `readable()` future it
+    /// keeps no waiter in the caller's state (the waker is parked in the
+    /// socket's registration), so an idle session stays small.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     /// Reads what is available, at most `limit` bytes, into `buf`'s spare
     /// capacity; `Ok(0)` is EOF, `WouldBlock` means nothing was there after
     /// all. `limit` must be above 0, and so must the spare capacity.
@@ -27,8 +30,8 @@ pub trait Connection: AsyncRead + AsyncWrite + Unpin {
 macro_rules! connection_for {
     ($stream:ty) => {
         impl Connection for $stream {
-            fn readable(&self) -> impl Future<Output = io::Result<()>> {
-                <$stream>::readable(self)
+            fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$stream>::poll_read_ready(self, cx)
             }
 
             fn try_read_available(&self, buf: &mut BytesMut, limit: usize) -> io::Result<usize> {

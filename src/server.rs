@@ -37,7 +37,7 @@ use crate::clock::Clock;
 use crate::config::{Config, Listen};
 use crate::engine::{Engine, EngineConfig, HostInfo};
 use crate::hub::Hub;
-use crate::session;
+use crate::session::Session;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -471,7 +471,6 @@ async fn accept_loop(
     stop: &CancellationToken,
     sessions: &mut JoinSet<()>,
 ) {
-    let mut next_conn: u64 = 0;
     // When the last accept-failure warning was logged: near the limit,
     // accepts alternate between success and EMFILE, and one warning a
     // minute says enough.
@@ -512,20 +511,21 @@ async fn accept_loop(
                 continue;
             }
         };
-        next_conn += 1;
-        let conn = next_conn;
-        tracing::debug!(conn, %peer, "connection opened");
-        let hub = hub.clone();
-        let stop = stop.clone();
+        // The session's future is spawned as it is, not wrapped in another
+        // async block: a wrapper would hold a second copy of what it moves
+        // into the session, in every connection's task.
+        let (hub, stop) = (hub.clone(), stop.clone());
         match stream {
-            Stream::Tcp(s) => sessions.spawn(async move {
-                session::run(hub, s, max_job_size, stop).await;
-                tracing::debug!(conn, "connection closed");
-            }),
-            Stream::Unix(s) => sessions.spawn(async move {
-                session::run(hub, s, max_job_size, stop).await;
-                tracing::debug!(conn, "connection closed");
-            }),
+            Stream::Tcp(s) => {
+                let session = Session::new(hub, s, max_job_size, stop);
+                tracing::debug!(conn = session.id(), %peer, "connection opened");
+                sessions.spawn(session.run())
+            }
+            Stream::Unix(s) => {
+                let session = Session::new(hub, s, max_job_size, stop);
+                tracing::debug!(conn = session.id(), %peer, "connection opened");
+                sessions.spawn(session.run())
+            }
         };
     }
 }

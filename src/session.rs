@@ -7,7 +7,7 @@
 //! half-close, which beanstalkd answers with TIMED_OUT before closing.
 //!
 //! Invariant: whatever way the task ends, the engine forgets the client
-//! (`Disconnect` guard), so its reserved jobs go back to ready at once.
+//! (`Session`'s drop), so its reserved jobs go back to ready at once.
 //!
 //! Shutdown: when the server's `shutdown` token is cancelled, a session still
 //! answers every complete command it has received (reads prefer ready input
@@ -18,16 +18,19 @@
 
 use crate::connection::Connection;
 use crate::engine::ClientId;
-use crate::hub::{Hub, Step};
+use crate::hub::{Batch, Hub, Step};
 use crate::protocol::{Codec, Command, Frame, Outbox, Reply, MAX_LINE};
 use bytes::BytesMut;
 use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio_util::codec::Decoder;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// Bytes read ahead while a reserve is blocked; past this the session stops
 /// reading until the reserve is answered.
@@ -39,141 +42,235 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Read buffer capacity kept while waiting for the rest of a command.
 const PARTIAL_KEPT: usize = 1024;
 
-/// Frame queue capacity an idle connection keeps (one burst of pipelined
-/// commands can grow it to a read buffer's worth of frames).
-const FRAMES_KEPT: usize = 64;
-
-/// Serves one connection until it closes, quits, fails, or `shutdown` is
-/// cancelled and its received input is answered.
-pub async fn run<S>(hub: Arc<Hub>, mut stream: S, max_job_size: u32, shutdown: CancellationToken)
-where
-    S: Connection,
-{
-    let client = Disconnect::new(hub.clone());
-    if let Err(e) = serve(&hub, client.id, &mut stream, max_job_size, &shutdown).await {
-        tracing::debug!(client = client.id, "connection ended: {e}");
-    }
-    let _ = stream.shutdown().await;
+/// What a session holds while it has something in hand: input not yet
+/// decoded, a command half decoded, frames not yet applied, replies not yet
+/// written. Boxed, and dropped whenever the connection is idle between
+/// commands: the task of an idle session then holds one null pointer
+/// instead of these (every byte of the task's state is paid by every
+/// connection, idle or not).
+#[derive(Debug)]
+struct Work {
+    codec: Codec,
+    input: BytesMut,
+    frames: VecDeque<Frame>,
+    output: Outbox,
 }
 
-async fn serve<S>(
-    hub: &Hub,
-    client: ClientId,
-    stream: &mut S,
+impl Work {
+    fn new(max_job_size: u32) -> Box<Work> {
+        Box::new(Work {
+            codec: Codec::new(max_job_size),
+            input: BytesMut::new(),
+            frames: VecDeque::new(),
+            output: Outbox::new(),
+        })
+    }
+
+    /// Nothing received is pending: no input, no frame, no half command.
+    fn is_idle(&self) -> bool {
+        self.input.is_empty() && self.frames.is_empty() && self.codec.is_between_frames()
+    }
+}
+
+/// Serves one connection until it closes, quits, fails, or `shutdown` is
+/// cancelled and its received input is answered. The client is registered
+/// with the engine at once, not when the future is first polled.
+pub fn run<S>(
+    hub: Arc<Hub>,
+    stream: S,
     max_job_size: u32,
-    shutdown: &CancellationToken,
-) -> io::Result<()>
+    shutdown: CancellationToken,
+) -> impl Future<Output = ()>
 where
     S: Connection,
 {
-    let mut codec = Codec::new(max_job_size);
-    let mut input = BytesMut::new();
-    let mut output = Outbox::new();
-    let mut frames = VecDeque::new();
-    // The peer shut down its sending side: what it sent is still served,
-    // every blocking reserve times out at once, then the session ends.
-    let mut eof = false;
-    loop {
-        while let Some(frame) = codec.decode(&mut input)? {
-            frames.push_back(frame);
+    Session::new(hub, stream, max_job_size, shutdown).run()
+}
+
+/// One connection: its socket, its engine client and the decoder state that
+/// outlives a read. Everything here lives as long as the connection, in the
+/// session task's state, so it is kept to what an idle connection needs.
+/// Dropping it unregisters the client (however the task ends, aborted
+/// included), so its reserved jobs go back to ready at once.
+#[derive(Debug)]
+pub struct Session<S> {
+    hub: Arc<Hub>,
+    client: ClientId,
+    stream: S,
+    max_job_size: u32,
+    /// Resolves once the server shuts down. One boxed future for the whole
+    /// connection, polled wherever the session waits: a `cancelled()`
+    /// future is 72 bytes (it embeds a waiter node), too big to keep
+    /// inline in every idle task.
+    stop: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl<S: Connection> Session<S> {
+    /// Registers a new client with the engine.
+    pub fn new(hub: Arc<Hub>, stream: S, max_job_size: u32, shutdown: CancellationToken) -> Self {
+        let client = hub.connect();
+        Session {
+            hub,
+            client,
+            stream,
+            max_job_size,
+            stop: Box::pin(shutdown.cancelled_owned()),
         }
-        if !frames.is_empty() {
-            if frames
-                .iter()
-                .any(|f| matches!(f, Frame::Command(Command::Stats)))
-            {
-                // Let connections whose close is already pending finish it,
-                // so `current-connections` does not count them.
-                tokio::task::yield_now().await;
+    }
+
+    /// The engine's id of this client (also used in log lines).
+    pub fn id(&self) -> ClientId {
+        self.client
+    }
+
+    /// See [`run`].
+    pub fn run(self) -> impl Future<Output = ()> {
+        // Not an `async fn`: one moves its arguments into locals, so the
+        // task would hold the session twice. An async block uses what it
+        // captures in place.
+        let mut session = self;
+        async move {
+            if let Err(e) = session.serve().await {
+                tracing::debug!(conn = session.client, "connection ended: {e}");
             }
-            let batch = hub.run(client, &mut frames, &mut output);
-            if let Some(pos) = batch.sync_to {
-                // Nothing is acknowledged before it is on disk (-f 0).
-                // Boxed, like the blocked-reserve wait below: rarely-taken
-                // paths stay out of every idle connection's task.
-                Box::pin(hub.wait_synced(pos)).await?;
-            }
-            match batch.step {
-                Step::Done => {}
-                Step::Quit => return flush(stream, &mut output).await,
-                Step::Wait(reply) => {
-                    let answer = if eof {
-                        Box::pin(give_up_wait(hub, client, reply)).await
-                    } else {
-                        flush(stream, &mut output).await?;
-                        // Blocked, maybe for hours: like an idle connection,
-                        // hold no buffers meanwhile (input read ahead gets
-                        // one when it arrives).
-                        output.shrink();
-                        if input.is_empty() {
-                            input = BytesMut::new();
+            let _ = session.stream.shutdown().await;
+            tracing::debug!(conn = session.client, "connection closed");
+        }
+    }
+
+    // Not an `async fn`, for the same reason as `run`: `self` is held once.
+    #[allow(clippy::manual_async_fn)]
+    fn serve(&mut self) -> impl Future<Output = io::Result<()>> + '_ {
+        async move {
+            let mut work: Option<Box<Work>> = None;
+            // The peer shut down its sending side: what it sent is still served,
+            // every blocking reserve times out at once, then the session ends.
+            let mut eof = false;
+            loop {
+                let w = work.get_or_insert_with(|| Work::new(self.max_job_size));
+                while let Some(frame) = w.codec.decode(&mut w.input)? {
+                    w.frames.push_back(frame);
+                }
+                if !w.frames.is_empty() {
+                    if w.frames
+                        .iter()
+                        .any(|f| matches!(f, Frame::Command(Command::Stats)))
+                    {
+                        // Let connections whose close is already pending finish it,
+                        // so `current-connections` does not count them.
+                        tokio::task::yield_now().await;
+                    }
+                    let Batch { step, sync_to } =
+                        self.hub.run(self.client, &mut w.frames, &mut w.output);
+                    if let Some(pos) = sync_to {
+                        // Nothing is acknowledged before it is on disk (-f 0).
+                        // Boxed, like the blocked-reserve wait below: rarely-taken
+                        // paths stay out of every idle connection's task.
+                        Box::pin(self.hub.wait_synced(pos)).await?;
+                    }
+                    match step {
+                        Step::Done => {}
+                        Step::Quit => return flush(&mut self.stream, &mut w.output).await,
+                        Step::Wait(reply) => {
+                            let answer = if eof {
+                                Box::pin(give_up_wait(&self.hub, self.client, reply)).await
+                            } else {
+                                flush(&mut self.stream, &mut w.output).await?;
+                                // Blocked, maybe for hours: like an idle connection,
+                                // hold no buffers meanwhile (input read ahead gets
+                                // one when it arrives).
+                                if w.is_idle() {
+                                    work = None;
+                                } else {
+                                    w.output.shrink();
+                                    if w.frames.is_empty() {
+                                        w.frames = VecDeque::new();
+                                    }
+                                }
+                                let end = Box::pin(wait(
+                                    &self.hub,
+                                    self.client,
+                                    &mut self.stream,
+                                    &mut work,
+                                    reply,
+                                    &mut self.stop,
+                                    self.max_job_size,
+                                ));
+                                match end.await? {
+                                    WaitEnd::Answer(reply) => reply,
+                                    WaitEnd::HalfClosed => {
+                                        eof = true;
+                                        Reply::TimedOut
+                                    }
+                                    WaitEnd::Shutdown => return Ok(()),
+                                }
+                            };
+                            work.get_or_insert_with(|| Work::new(self.max_job_size))
+                                .output
+                                .push(&answer);
+                            // Frames that arrived while blocked are served next.
+                            continue;
                         }
-                        if frames.is_empty() {
-                            frames = VecDeque::new();
-                        }
-                        let end = Box::pin(wait(hub, client, stream, &mut input, reply, shutdown));
-                        match end.await? {
-                            WaitEnd::Answer(reply) => reply,
-                            WaitEnd::HalfClosed => {
-                                eof = true;
-                                Reply::TimedOut
-                            }
-                            WaitEnd::Shutdown => return Ok(()),
-                        }
-                    };
-                    output.push(&answer);
-                    // Frames that arrived while blocked are served next.
+                    }
+                }
+                if eof {
+                    // Like beanstalkd, keep applying what was received even if the
+                    // peer is gone entirely and its replies cannot be delivered.
+                    let _ = flush(&mut self.stream, &mut w.output).await;
+                    w.output.clear();
+                    if w.frames.is_empty() {
+                        return Ok(());
+                    }
                     continue;
                 }
+                flush(&mut self.stream, &mut w.output).await?;
+                if !w.frames.is_empty() {
+                    // The batch stopped at its output bound: serve the rest before
+                    // reading more, so input is bounded by what the client's
+                    // reading lets through.
+                    continue;
+                }
+                if w.is_idle() {
+                    // Idle between commands: hold no buffers while waiting, so an
+                    // idle connection costs little more than its task and socket.
+                    work = None;
+                } else {
+                    w.output.shrink();
+                    w.frames = VecDeque::new();
+                    if w.input.len() < MAX_LINE && w.input.capacity() > PARTIAL_KEPT {
+                        // Part of a command (a slow client, or a slowloris holding
+                        // thousands of connections): keep its bytes, not a read
+                        // buffer.
+                        w.input = BytesMut::from(&w.input[..]);
+                    }
+                }
+                // Wait for input or shutdown. Input is looked at first: what
+                // has arrived is answered even once shutdown has begun; only an
+                // idle connection is closed. Written out here rather than as a
+                // function or `select!`: this wait is where idle connections
+                // spend their life, so its state is what each of them pays.
+                let readable = poll_fn(|cx| match self.stream.poll_read_ready(cx) {
+                    Poll::Ready(r) => Poll::Ready(r.map(|()| true)),
+                    Poll::Pending => self.stop.as_mut().poll(cx).map(|()| Ok(false)),
+                });
+                if !readable.await? {
+                    return Ok(());
+                }
+                let input = &mut work
+                    .get_or_insert_with(|| Work::new(self.max_job_size))
+                    .input;
+                if input.capacity() - input.len() < READ_CHUNK / 4 {
+                    input.reserve(READ_CHUNK);
+                }
+                let n = match self.stream.try_read_available(input, usize::MAX) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                };
+                if n == 0 {
+                    return Ok(());
+                }
             }
-        }
-        if eof {
-            // Like beanstalkd, keep applying what was received even if the
-            // peer is gone entirely and its replies cannot be delivered.
-            let _ = flush(stream, &mut output).await;
-            output.clear();
-            if frames.is_empty() {
-                return Ok(());
-            }
-            continue;
-        }
-        flush(stream, &mut output).await?;
-        if !frames.is_empty() {
-            // The batch stopped at its output bound: serve the rest before
-            // reading more, so input is bounded by what the client's
-            // reading lets through.
-            continue;
-        }
-        if input.is_empty() {
-            // Idle between commands: hold no buffers while waiting, so an
-            // idle connection costs little more than its task and socket.
-            input = BytesMut::new();
-            output.shrink();
-            if frames.capacity() > FRAMES_KEPT {
-                frames = VecDeque::new();
-            }
-        } else if input.len() < MAX_LINE && input.capacity() > PARTIAL_KEPT {
-            // Part of a command (a slow client, or a slowloris holding
-            // thousands of connections): keep its bytes, not a read buffer.
-            input = BytesMut::from(&input[..]);
-        }
-        tokio::select! {
-            // Input first: what has arrived is answered even once shutdown
-            // has begun; only an idle connection is closed.
-            biased;
-            r = stream.readable() => r?,
-            () = shutdown.cancelled() => return Ok(()),
-        }
-        if input.capacity() - input.len() < READ_CHUNK / 4 {
-            input.reserve(READ_CHUNK);
-        }
-        let n = match stream.try_read_available(&mut input, usize::MAX) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        if n == 0 {
-            return Ok(());
         }
     }
 }
@@ -199,31 +296,34 @@ async fn give_up_wait(hub: &Hub, client: ClientId, reply: oneshot::Receiver<Repl
 
 /// Waits for the answer to a blocked reserve, reading ahead at most
 /// [`READ_AHEAD_WHILE_WAITING`] bytes of input meanwhile (to notice a
-/// half-close); `input` gets a buffer only once input arrives.
+/// half-close); `work` gets buffers only once input arrives.
 async fn wait<S>(
     hub: &Hub,
     client: ClientId,
     stream: &mut S,
-    input: &mut BytesMut,
+    work: &mut Option<Box<Work>>,
     mut reply: oneshot::Receiver<Reply>,
-    shutdown: &CancellationToken,
+    stop: &mut Pin<Box<WaitForCancellationFutureOwned>>,
+    max_job_size: u32,
 ) -> io::Result<WaitEnd>
 where
     S: Connection,
 {
     loop {
-        let room = READ_AHEAD_WHILE_WAITING.saturating_sub(input.len());
+        let held = work.as_ref().map_or(0, |w| w.input.len());
+        let room = READ_AHEAD_WHILE_WAITING.saturating_sub(held);
         if room == 0 {
             return Ok(tokio::select! {
                 r = &mut reply => r.map_or(WaitEnd::Shutdown, WaitEnd::Answer),
-                () = shutdown.cancelled() => WaitEnd::Shutdown,
+                () = stop.as_mut() => WaitEnd::Shutdown,
             });
         }
         tokio::select! {
             r = &mut reply => return Ok(r.map_or(WaitEnd::Shutdown, WaitEnd::Answer)),
-            () = shutdown.cancelled() => return Ok(WaitEnd::Shutdown),
-            r = stream.readable() => r?,
+            () = stop.as_mut() => return Ok(WaitEnd::Shutdown),
+            r = poll_fn(|cx| stream.poll_read_ready(cx)) => r?,
         }
+        let input = &mut work.get_or_insert_with(|| Work::new(max_job_size)).input;
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK.min(room));
         }
@@ -241,28 +341,54 @@ where
     }
 }
 
-async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, output: &mut Outbox) -> io::Result<()> {
-    if !output.is_empty() {
-        output.write_to(stream).await?;
-    }
-    Ok(())
+/// Writes `output` out; its future holds two references, the rest of the
+/// write's state is in `output`.
+fn flush<'a, S: AsyncWrite + Unpin>(
+    stream: &'a mut S,
+    output: &'a mut Outbox,
+) -> impl Future<Output = io::Result<()>> + 'a {
+    poll_fn(move |cx| {
+        if output.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        output.poll_write_to(cx, Pin::new(&mut *stream))
+    })
 }
 
-/// Registers the client with the engine and unregisters it on drop.
-struct Disconnect {
-    hub: Arc<Hub>,
-    id: ClientId,
-}
-
-impl Disconnect {
-    fn new(hub: Arc<Hub>) -> Disconnect {
-        let id = hub.connect();
-        Disconnect { hub, id }
-    }
-}
-
-impl Drop for Disconnect {
+impl<S> Drop for Session<S> {
     fn drop(&mut self) {
-        self.hub.disconnect(self.id);
+        self.hub.disconnect(self.client);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::engine::{Engine, EngineConfig, HostInfo};
+
+    /// Every connection pays for its task's state, idle or not. tokio
+    /// allocates a task (~104 bytes of header and trailer plus this state)
+    /// 128-byte aligned, so up to this much state takes 256 bytes; one
+    /// byte more takes 384. (Release builds measured 144, debug 152.)
+    const MAX_TASK_STATE: usize = 152;
+
+    #[tokio::test]
+    async fn a_session_task_stays_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let config = EngineConfig {
+            max_job_size: 65535,
+            binlog_max_size: 10_485_760,
+            host: HostInfo::fixed(),
+        };
+        let clock = Clock::manual();
+        let hub = Arc::new(Hub::new(Engine::new(config, clock.now()), clock, None));
+        let session = Session::new(hub, stream, 65535, CancellationToken::new());
+        let size = std::mem::size_of_val(&session.run());
+        println!("session task state: {size} bytes");
+        assert!(size <= MAX_TASK_STATE, "session task state is {size} bytes");
     }
 }

@@ -89,7 +89,10 @@ pub struct Engine {
     tube_index: HashMap<TubeName, TubeIdx>,
     /// Tubes in listing order (creation order, with swap-remove on free).
     tube_list: Vec<TubeIdx>,
-    clients: HashMap<ClientId, Client>,
+    /// Boxed: the table then grows by 16 bytes a slot, not a whole Client,
+    /// and a boxed Client usually fits in memory the allocator already
+    /// holds (see `client.rs`).
+    clients: HashMap<ClientId, Box<Client>>,
     next_client_id: ClientId,
     /// The best ready job of every unpaused tube that has one, so a client
     /// watching many tubes finds its next job without visiting each tube.
@@ -142,7 +145,7 @@ impl Engine {
         let tube = self.tube_mut(DEFAULT_TUBE);
         tube.using += 1;
         tube.watching += 1;
-        self.clients.insert(id, Client::new(DEFAULT_TUBE));
+        self.clients.insert(id, Box::new(Client::new(DEFAULT_TUBE)));
         self.counters.total_connections += 1;
         id
     }
@@ -417,9 +420,7 @@ impl Engine {
     fn watch(&mut self, client: ClientId, name: TubeName) -> Reply {
         let t = self.tube_for(&name);
         let c = self.clients.get_mut(&client).expect("checked by apply");
-        if let std::collections::hash_map::Entry::Vacant(slot) = c.watch_set.entry(t) {
-            slot.insert(c.watching.len());
-            c.watching.push(t);
+        if c.watching.insert(t) {
             let n = c.watching.len();
             self.tube_mut(t).watching += 1;
             return Reply::Watching(n);
@@ -432,17 +433,13 @@ impl Engine {
         let Some(&t) = self.tube_index.get(name) else {
             return Reply::Watching(c.watching.len());
         };
-        let Some(&pos) = c.watch_set.get(&t) else {
+        if !c.watching.contains(&t) {
             return Reply::Watching(c.watching.len());
-        };
+        }
         if c.watching.len() == 1 {
             return Reply::NotIgnored;
         }
-        c.watch_set.remove(&t);
-        c.watching.swap_remove(pos);
-        if let Some(&moved) = c.watching.get(pos) {
-            c.watch_set.insert(moved, pos);
-        }
+        c.watching.remove(t);
         let n = c.watching.len();
         self.tube_mut(t).watching -= 1;
         self.maybe_free_tube(t);
@@ -842,7 +839,7 @@ impl Engine {
                 .heads
                 .iter()
                 .take(c.watching.len())
-                .find(|&&(_, _, t)| c.watch_set.contains_key(&t));
+                .find(|&&(_, _, t)| c.watching.contains(&t));
             if let Some(&(_, id, _)) = found {
                 return Some(id);
             }
@@ -870,7 +867,7 @@ impl Engine {
             let wide = self
                 .wide_waiters
                 .iter()
-                .find(|&&(_, c)| self.clients[&c].watch_set.contains_key(&t))
+                .find(|&&(_, c)| self.clients[&c].watching.contains(&t))
                 .copied();
             let Some((_, client)) = [narrow, wide].into_iter().flatten().min() else {
                 return;
@@ -1071,7 +1068,7 @@ impl Engine {
         let wide = self
             .wide_waiters
             .iter()
-            .filter(|&&(_, c)| self.clients[&c].watch_set.contains_key(&t))
+            .filter(|&&(_, c)| self.clients[&c].watching.contains(&t))
             .count();
         stats::tube_yaml(self.tube(t), self.tube(t).waiters.len() + wide, now)
     }
@@ -1167,10 +1164,7 @@ impl Engine {
             }
         }
         for c in self.clients.values() {
-            assert_eq!(c.watch_set.len(), c.watching.len());
-            for (pos, t) in c.watching.iter().enumerate() {
-                assert_eq!(c.watch_set.get(t), Some(&pos), "watch position");
-            }
+            c.watching.check();
         }
     }
 }

@@ -86,6 +86,11 @@ impl Codec {
         }
     }
 
+    /// Nothing is half decoded: the next byte starts a command line.
+    pub fn is_between_frames(&self) -> bool {
+        matches!(self.state, State::Line)
+    }
+
     /// Handles a parsed `put` header: decides the next state, or yields at once.
     fn put_header(&mut self, put: PutLine, bytes: u32, trailing_text: bool) -> Option<Frame> {
         if bytes > self.max_job_size {

@@ -8,8 +8,11 @@
 use super::Reply;
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use tokio::io::AsyncWrite;
 
 /// Bodies at least this large are sent from the job's own bytes.
 pub const BODY_BY_REFERENCE: usize = 8 * 1024;
@@ -78,24 +81,33 @@ impl Outbox {
 
     /// Writes everything, with as few syscalls as the pieces allow.
     pub async fn write_to<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<()> {
+        poll_fn(|cx| self.poll_write_to(cx, Pin::new(&mut *w))).await
+    }
+
+    /// [`Outbox::write_to`] as a poll function: the caller's future keeps no
+    /// state of its own across a blocked write (what is left is in `self`),
+    /// which keeps every session task small.
+    pub fn poll_write_to<W: AsyncWrite>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut w: Pin<&mut W>,
+    ) -> Poll<io::Result<()>> {
         if !self.tail.is_empty() {
             self.pieces.push_back(self.tail.split().freeze());
         }
         while !self.pieces.is_empty() {
-            if self.pieces.len() == 1 {
-                w.write_all(&self.pieces[0]).await?;
-                self.pieces.clear();
-                break;
-            }
-            let slices: Vec<IoSlice<'_>> = self
-                .pieces
-                .iter()
-                .take(MAX_SLICES)
-                .map(|p| IoSlice::new(p))
-                .collect();
-            let mut n = w.write_vectored(&slices).await?;
+            let mut n = if self.pieces.len() == 1 {
+                ready!(w.as_mut().poll_write(cx, &self.pieces[0]))?
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let count = self.pieces.len().min(MAX_SLICES);
+                for (slice, piece) in slices.iter_mut().zip(&self.pieces) {
+                    *slice = IoSlice::new(piece);
+                }
+                ready!(w.as_mut().poll_write_vectored(cx, &slices[..count]))?
+            };
             if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             while n > 0 {
                 let first = self
@@ -112,7 +124,7 @@ impl Outbox {
             }
         }
         self.len = 0;
-        Ok(())
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -159,5 +171,79 @@ mod tests {
         let (got, len) = written(&replies);
         assert_eq!(len, expected.len());
         assert_eq!(got, expected.to_vec());
+    }
+
+    /// Takes at most 3 bytes per call and is not ready every other call.
+    struct Trickle {
+        got: Vec<u8>,
+        stall: bool,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.stall = !self.stall;
+            if self.stall {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let n = buf.len().min(3);
+            self.got.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
+            self.poll_write(cx, first)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn short_and_stalled_writes_resume_where_they_stopped() {
+        let big = Bytes::from([vec![b'y'; BODY_BY_REFERENCE + 1], b"\r\n".to_vec()].concat());
+        let replies = [
+            Reply::Found {
+                id: 7,
+                body: big.clone(),
+            },
+            Reply::Inserted(8),
+            Reply::Reserved { id: 9, body: big },
+        ];
+        let mut out = Outbox::new();
+        let mut expected = BytesMut::new();
+        for r in &replies {
+            out.push(r);
+            r.encode(&mut expected);
+        }
+        let mut sink = Trickle {
+            got: Vec::new(),
+            stall: false,
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(out.write_to(&mut sink))
+            .unwrap();
+        assert!(out.is_empty());
+        assert_eq!(sink.got, expected.to_vec());
     }
 }
