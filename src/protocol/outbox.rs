@@ -132,6 +132,16 @@ impl Outbox {
 mod tests {
     use super::*;
 
+    /// Writes everything `out` holds to `sink`, which must take it all.
+    fn drain<W: AsyncWrite + Unpin>(out: &mut Outbox, sink: &mut W) {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(out.write_to(sink))
+            .unwrap();
+        assert!(out.is_empty());
+    }
+
     fn written(replies: &[Reply]) -> (Vec<u8>, usize) {
         let mut out = Outbox::new();
         for r in replies {
@@ -139,12 +149,7 @@ mod tests {
         }
         let len = out.len();
         let mut sink = Vec::new();
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(out.write_to(&mut sink))
-            .unwrap();
-        assert!(out.is_empty());
+        drain(&mut out, &mut sink);
         (sink, len)
     }
 
@@ -238,12 +243,7 @@ mod tests {
             got: Vec::new(),
             stall: false,
         };
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(out.write_to(&mut sink))
-            .unwrap();
-        assert!(out.is_empty());
+        drain(&mut out, &mut sink);
         assert_eq!(sink.got, expected.to_vec());
     }
 }
