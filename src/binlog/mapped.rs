@@ -13,6 +13,10 @@
 //! unused part zero; closing cuts it to the bytes written. A crash leaves
 //! the zeros, which recovery reads as the end of the log.
 //!
+//! What a mapping cannot survive: another process truncating the file under
+//! it (the next copy would fault, SIGBUS) — the directory lock keeps other
+//! stalkd servers out, and nothing else should write to a binlog.
+//!
 //! Safety: the mapping is private to this value (never lent out), written
 //! only through `&mut self`, and unmapped exactly once, in `drop`. The file
 //! is never shortened below the mapping while it exists.
