@@ -222,6 +222,68 @@ mod tests {
     }
 
     #[test]
+    fn random_churn_of_small_and_big_bodies_keeps_every_body() {
+        let mut s = JobStore::default();
+        // (id, body length) of every live job; removal picks a random one.
+        let mut live: Vec<(JobId, usize)> = Vec::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let body = |id: JobId, len: usize| {
+            let mut b: Vec<u8> = id.to_le_bytes().iter().copied().cycle().take(len).collect();
+            b.extend_from_slice(b"\r\n");
+            Bytes::from(b)
+        };
+        let mut id = 0;
+        for round in 0..60_000 {
+            let r = next();
+            if r % 5 < 3 || live.is_empty() {
+                id += 1;
+                // Mostly small, some at the chunk limit, a few big.
+                let len = match r % 100 {
+                    0..=89 => (r >> 8) as usize % 300,
+                    90..=97 => 4000 + (r >> 8) as usize % 94,
+                    _ => 5000 + (r >> 8) as usize % 3000,
+                };
+                s.insert(job(id), JobCounts::default(), &body(id, len));
+                live.push((id, len));
+            } else {
+                let (victim, _) = live.swap_remove((r >> 8) as usize % live.len());
+                assert_eq!(s.remove(victim).map(|j| j.id), Some(victim));
+            }
+            if round % 10_000 == 0 || round == 59_999 {
+                assert_eq!(s.len(), live.len());
+                for &(id, len) in &live {
+                    assert_eq!(s.body(&s[&id]), &body(id, len)[..], "job {id}");
+                    assert_eq!(s.body_len(&s[&id]), len + 2);
+                }
+                let (allocated, small_live) = s.bodies.usage();
+                assert!(
+                    allocated <= 3 * small_live + 5 * 64 * 1024,
+                    "{allocated} for {small_live}"
+                );
+            }
+        }
+        // Then most jobs die in random order: chunks go sparse and are repacked.
+        while live.len() > 1000 {
+            let (victim, _) = live.swap_remove((next() >> 8) as usize % live.len());
+            s.remove(victim);
+        }
+        for &(id, len) in &live {
+            assert_eq!(s.body(&s[&id]), &body(id, len)[..], "job {id}");
+        }
+        let (allocated, small_live) = s.bodies.usage();
+        assert!(
+            allocated <= 3 * small_live + 5 * 64 * 1024,
+            "{allocated} for {small_live} after the die-off"
+        );
+    }
+
+    #[test]
     fn counters_past_the_packed_word_stay_exact() {
         let mut s = JobStore::default();
         let start = JobCounts {
