@@ -59,6 +59,17 @@ impl Ctx {
         Conn::connect(self.s.addr, self.s.io_timeout).await
     }
 
+    /// Connects, or counts the failure in `tally` and returns `None`.
+    pub async fn connect_counted(&self, tally: &mut Tally) -> Option<Conn> {
+        match self.connect().await {
+            Ok(conn) => Some(conn),
+            Err(e) => {
+                tally.error(&e);
+                None
+            }
+        }
+    }
+
     /// Samples the server (if `--pid`) and this process.
     pub fn meter(&self) -> Meter {
         Meter {
@@ -292,6 +303,21 @@ pub struct PutPlan {
     pub keep_ids: bool,
 }
 
+impl PutPlan {
+    /// Puts of `--body` bytes of `x` to the run's tube, without delay,
+    /// `depth` in flight, ids not kept.
+    pub fn fixed(s: &Settings, depth: usize, deadline: Instant) -> PutPlan {
+        PutPlan {
+            tube: s.tube.clone(),
+            delay: 0,
+            body: BodyKind::fixed(s.body),
+            depth,
+            deadline,
+            keep_ids: false,
+        }
+    }
+}
+
 /// What a put worker returns.
 #[derive(Debug, Default)]
 pub struct PutResult {
@@ -324,12 +350,8 @@ pub async fn put_phase(
 
 async fn put_worker(ctx: &Ctx, plan: &PutPlan, budget: &Budget, flow: Option<&Flow>) -> PutResult {
     let mut out = PutResult::default();
-    let mut conn = match ctx.connect().await {
-        Ok(c) => c,
-        Err(e) => {
-            out.tally.error(&e);
-            return out;
-        }
+    let Some(mut conn) = ctx.connect_counted(&mut out.tally).await else {
+        return out;
     };
     if let Err(e) = conn.use_tube(&plan.tube).await {
         out.tally.error(&e);
@@ -598,12 +620,8 @@ impl XorShift {
 /// Untimed clean-up; errors are returned in the tally.
 pub async fn drain(ctx: &Ctx, tubes: &[String], deadline: Instant) -> Tally {
     let mut tally = Tally::default();
-    let mut conn = match ctx.connect().await {
-        Ok(c) => c,
-        Err(e) => {
-            tally.error(&e);
-            return tally;
-        }
+    let Some(mut conn) = ctx.connect_counted(&mut tally).await else {
+        return tally;
     };
     if let Err(e) = conn.watch_only(tubes).await {
         tally.error(&e);
@@ -656,12 +674,8 @@ pub async fn delete_ids(ctx: &Arc<Ctx>, ids: Vec<u64>, conns: usize, deadline: I
 
 async fn delete_worker(ctx: &Ctx, ids: &[u64], deadline: Instant) -> Tally {
     let mut tally = Tally::default();
-    let mut conn = match ctx.connect().await {
-        Ok(c) => c,
-        Err(e) => {
-            tally.error(&e);
-            return tally;
-        }
+    let Some(mut conn) = ctx.connect_counted(&mut tally).await else {
+        return tally;
     };
     for chunk in ids.chunks(BULK_DEPTH) {
         if Instant::now() >= deadline {

@@ -12,7 +12,7 @@ use super::{clean_up, new_report, rss_per};
 use crate::proto::{BenchError, Conn};
 use crate::report::Report;
 use crate::tally::Tally;
-use crate::work::{join_all, open_many, put_phase, BodyKind, Budget, Ctx, PutPlan, BULK_DEPTH};
+use crate::work::{join_all, open_many, put_phase, Budget, Ctx, PutPlan, BULK_DEPTH};
 
 /// Pause before reading RSS, so the server has finished its bookkeeping.
 const SETTLE: Duration = Duration::from_millis(300);
@@ -38,14 +38,7 @@ pub async fn many_conns(ctx: &Arc<Ctx>) -> Report {
     }
     let meter = ctx.meter();
     r.rss_per_conn = rss_per(before, meter.server, opened);
-    let plan = PutPlan {
-        tube: s.tube.clone(),
-        delay: 0,
-        body: BodyKind::fixed(s.body),
-        depth: BULK_DEPTH,
-        deadline,
-        keep_ids: false,
-    };
+    let plan = PutPlan::fixed(s, BULK_DEPTH, deadline);
     let budget = Budget::new(waiting.min(s.jobs));
     let put = put_phase(ctx, s.producers, plan, budget, None).await;
     r.tally.merge_errors(&put.tally);

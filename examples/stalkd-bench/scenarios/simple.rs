@@ -12,7 +12,7 @@ use crate::proto::{BenchError, Conn};
 use crate::report::{rate, Report};
 use crate::tally::Tally;
 use crate::work::{
-    join_all, open_watchers, put_phase, spawn_consumers, BodyKind, Budget, ConsumePlan, Ctx, Flow,
+    join_all, open_watchers, put_phase, spawn_consumers, Budget, ConsumePlan, Ctx, Flow,
     LatencyFrom, PutPlan, BULK_DEPTH,
 };
 
@@ -43,14 +43,7 @@ async fn put_only(ctx: &Arc<Ctx>, latency_of: &'static str) -> Report {
     let s = &ctx.s;
     let mut r = new_report(ctx, latency_of);
     let meter = ctx.meter();
-    let plan = PutPlan {
-        tube: s.tube.clone(),
-        delay: 0,
-        body: BodyKind::fixed(s.body),
-        depth: s.depth,
-        deadline: ctx.phase_deadline(),
-        keep_ids: false,
-    };
+    let plan = PutPlan::fixed(s, s.depth, ctx.phase_deadline());
     r.tally = put_phase(ctx, s.conns, plan, Budget::new(s.jobs), None)
         .await
         .tally;
@@ -65,14 +58,7 @@ pub async fn reserve(ctx: &Arc<Ctx>) -> Report {
     let s = &ctx.s;
     let mut r = new_report(ctx, "reserve + delete round trips");
     let fill = ctx.meter();
-    let plan = PutPlan {
-        tube: s.tube.clone(),
-        delay: 0,
-        body: BodyKind::fixed(s.body),
-        depth: BULK_DEPTH,
-        deadline: ctx.setup_deadline(),
-        keep_ids: false,
-    };
+    let plan = PutPlan::fixed(s, BULK_DEPTH, ctx.setup_deadline());
     let filled = put_phase(ctx, s.producers, plan, Budget::new(s.jobs), None).await;
     let stored = filled.tally.jobs;
     r.tally.merge_errors(&filled.tally);
@@ -131,12 +117,8 @@ async fn round_worker(
     deadline: Instant,
 ) -> Tally {
     let mut tally = Tally::default();
-    let mut conn = match ctx.connect().await {
-        Ok(c) => c,
-        Err(e) => {
-            tally.error(&e);
-            return tally;
-        }
+    let Some(mut conn) = ctx.connect_counted(&mut tally).await else {
+        return tally;
     };
     let setup = async {
         conn.use_tube(tube).await?;

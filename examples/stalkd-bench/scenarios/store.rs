@@ -7,7 +7,7 @@ use tokio::time::{sleep, Instant};
 
 use super::{clean_up, new_report, rss_per};
 use crate::report::{rate, Report};
-use crate::work::{delete_ids, put_phase, BodyKind, Budget, Ctx, PutPlan, BULK_DEPTH};
+use crate::work::{delete_ids, put_phase, Budget, Ctx, PutPlan, BULK_DEPTH};
 
 /// Pause before reading RSS, so the server has finished its bookkeeping.
 const SETTLE: Duration = Duration::from_millis(500);
@@ -25,12 +25,8 @@ pub async fn memory(ctx: &Arc<Ctx>) -> Report {
     }
     let meter = ctx.meter();
     let plan = PutPlan {
-        tube: s.tube.clone(),
-        delay: 0,
-        body: BodyKind::fixed(s.body),
-        depth: BULK_DEPTH,
-        deadline: ctx.setup_deadline(),
         keep_ids: true,
+        ..PutPlan::fixed(s, BULK_DEPTH, ctx.setup_deadline())
     };
     let put = put_phase(ctx, s.producers, plan, Budget::new(s.jobs), None).await;
     r.tally = put.tally;
