@@ -30,6 +30,13 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+/// Starts (or restarts) a server on `cfg`'s binlog; it must come up.
+async fn boot(cfg: &Config, clock: &Clock) -> TestServer {
+    TestServer::try_start(cfg.clone(), clock.clone())
+        .await
+        .unwrap()
+}
+
 async fn stat_job(c: &mut Client, id: u64, key: &str) -> String {
     c.stat(format!("stats-job {id}\r\n"), key).await
 }
@@ -106,9 +113,7 @@ async fn every_job_state_survives_a_restart() {
 
     // Down for 20 s, then back on the same dir.
     clock.advance(Duration::from_secs(20));
-    let server = TestServer::try_start(cfg.clone(), clock.clone())
-        .await
-        .unwrap();
+    let server = boot(&cfg, &clock).await;
     let mut c = server.client().await;
     assert_eq!(c.stat("stats\r\n", "binlog-current-index").await, "2");
     assert_eq!(c.stat("stats\r\n", "binlog-oldest-index").await, "1");
@@ -222,9 +227,7 @@ async fn ids_never_restart_even_after_every_job_is_deleted_and_collected() {
     let dir = TempDir::new("ids");
     let cfg = config(dir.path(), 10_485_760, SyncPolicy::Never);
     let clock = Clock::manual();
-    let server = TestServer::try_start(cfg.clone(), clock.clone())
-        .await
-        .unwrap();
+    let server = boot(&cfg, &clock).await;
     let mut c = server.client().await;
     for id in 1..=3 {
         c.roundtrip("put 0 0 1 1\r\nx\r\n", format!("INSERTED {id}\r\n"))
@@ -234,9 +237,7 @@ async fn ids_never_restart_even_after_every_job_is_deleted_and_collected() {
     drop(c);
     server.stop().await;
     for (round, next) in [(0, 4), (1, 5), (2, 6)] {
-        let server = TestServer::try_start(cfg.clone(), clock.clone())
-            .await
-            .unwrap();
+        let server = boot(&cfg, &clock).await;
         // Only this run's segment is left: every older one was collected.
         let seqs = segment::list(dir.path()).unwrap();
         assert_eq!(seqs.len(), 1, "round {round}: {seqs:?}");
@@ -255,9 +256,7 @@ async fn a_torn_tail_is_cut_off_and_the_jobs_before_it_kept() {
     let dir = TempDir::new("torn");
     let cfg = config(dir.path(), 10_485_760, SyncPolicy::Never);
     let clock = Clock::manual();
-    let server = TestServer::try_start(cfg.clone(), clock.clone())
-        .await
-        .unwrap();
+    let server = boot(&cfg, &clock).await;
     let mut c = server.client().await;
     for id in 1..=5 {
         c.roundtrip("put 0 0 1 3\r\nabc\r\n", format!("INSERTED {id}\r\n"))
@@ -274,9 +273,7 @@ async fn a_torn_tail_is_cut_off_and_the_jobs_before_it_kept() {
     bytes.extend_from_slice(&tail);
     std::fs::write(&path, &bytes).unwrap();
 
-    let server = TestServer::try_start(cfg.clone(), clock.clone())
-        .await
-        .unwrap();
+    let server = boot(&cfg, &clock).await;
     assert_eq!(
         std::fs::metadata(&path).unwrap().len(),
         good,
@@ -296,9 +293,7 @@ async fn corruption_in_the_middle_stops_the_start_unless_skipped() {
     let dir = TempDir::new("corrupt");
     let cfg = config(dir.path(), 512, SyncPolicy::Never);
     let clock = Clock::manual();
-    let server = TestServer::try_start(cfg.clone(), clock.clone())
-        .await
-        .unwrap();
+    let server = boot(&cfg, &clock).await;
     let mut c = server.client().await;
     for id in 1..=30 {
         c.roundtrip(
@@ -352,9 +347,7 @@ async fn the_log_stays_small_under_release_loops_and_churn() {
     let size = 4096;
     let cfg = config(dir.path(), size, SyncPolicy::Never);
     let clock = Clock::manual();
-    let server = TestServer::try_start(cfg.clone(), clock.clone())
-        .await
-        .unwrap();
+    let server = boot(&cfg, &clock).await;
     let mut c = server.client().await;
     // A job delayed for a day and a buried one: long-lived neighbours that
     // must not pin the log.

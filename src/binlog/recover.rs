@@ -218,6 +218,12 @@ mod tests {
         append_bytes(&path, &[0; 100]);
         assert_eq!(ids(&recover(&dir, false).unwrap()).len(), 10);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), good_len);
+        // A record cut short inside the reserved space, as a kill during the
+        // copy into a mapped segment leaves it: torn bytes, then zeros.
+        append_bytes(&path, &record[..20]);
+        append_bytes(&path, &[0; 4096]);
+        assert_eq!(ids(&recover(&dir, false).unwrap()).len(), 10);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), good_len);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

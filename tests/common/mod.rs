@@ -132,7 +132,9 @@ impl TestServer {
     }
 
     /// As if the process were killed: the binlog is closed without a sync
-    /// (what was written is in the kernel, as after kill -9).
+    /// (what was written is in the kernel, as after kill -9). Unlike kill -9,
+    /// closing trims the segment's unused reserved space; the zeros a real
+    /// kill leaves are covered by `tests/crash.rs` and the recovery tests.
     pub fn crash(mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
