@@ -39,8 +39,6 @@ pub struct BodyArena {
     free_big: Vec<u32>,
     /// Bytes of small bodies stored.
     live: usize,
-    /// Bytes of chunks allocated.
-    allocated: usize,
 }
 
 impl BodyRef {
@@ -110,7 +108,6 @@ impl BodyArena {
     }
 
     fn new_chunk(&mut self) -> u32 {
-        self.allocated += CHUNK;
         let chunk = Chunk {
             data: Vec::with_capacity(CHUNK),
             live: 0,
@@ -131,7 +128,6 @@ impl BodyArena {
         let c = &mut self.chunks[chunk as usize];
         if c.live == 0 && self.current != Some(chunk) {
             *c = Chunk::default();
-            self.allocated -= CHUNK;
             self.free_chunks.push(chunk);
         }
     }
@@ -182,12 +178,17 @@ impl BodyArena {
         }
     }
 
+    /// Bytes of chunks allocated.
+    fn allocated(&self) -> usize {
+        (self.chunks.len() - self.free_chunks.len()) * CHUNK
+    }
+
     /// Chunks hold much more than their live bodies: worth a pass of
     /// [`relocate`](Self::relocate) over every body. The slack grows with the
     /// live bytes, so a pass (which visits every job) comes at most once per
     /// so many bytes freed, whatever the store's size.
     pub fn is_fragmented(&self) -> bool {
-        self.allocated > 2 * self.live + self.live / 4 + 4 * CHUNK
+        self.allocated() > 2 * self.live + self.live / 4 + 4 * CHUNK
     }
 
     /// Moves the body out of its chunk if that chunk is less than half
@@ -208,7 +209,7 @@ impl BodyArena {
     /// Bytes held for small bodies and bytes of them alive, for tests.
     #[cfg(test)]
     pub fn usage(&self) -> (usize, usize) {
-        (self.allocated, self.live)
+        (self.allocated(), self.live)
     }
 }
 
