@@ -27,3 +27,9 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod sysinfo;
+
+/// The integration tests' seedable PRNG, shared with the unit tests.
+#[cfg(test)]
+#[path = "../tests/common/rng.rs"]
+#[allow(dead_code)]
+pub(crate) mod test_rng;

@@ -77,11 +77,9 @@ mod tests {
     fn orders_like_a_set_of_priority_id_pairs() {
         let mut set = ReadySet::default();
         let mut model = BTreeSet::new();
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rng = crate::test_rng::Rng(0x2545_f491_4f6c_dd1d);
         for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next();
             let pri = (x % 3) as Priority * 1000;
             let id = (x >> 8) % 700 + u64::from(x % 5 == 0) * (u64::MAX - 700);
             if x % 2 == 0 {

@@ -226,13 +226,8 @@ mod tests {
         let mut s = JobStore::default();
         // (id, body length) of every live job; removal picks a random one.
         let mut live: Vec<(JobId, usize)> = Vec::new();
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::test_rng::Rng(0x9e37_79b9_7f4a_7c15);
+        let mut next = || rng.next();
         let body = |id: JobId, len: usize| {
             let mut b: Vec<u8> = id.to_le_bytes().iter().copied().cycle().take(len).collect();
             b.extend_from_slice(b"\r\n");
