@@ -34,6 +34,10 @@ fn main() -> ExitCode {
         tracing::warn!("{warning}");
     }
 
+    if server::tune_allocator() {
+        tracing::debug!("glibc malloc: heap kept up to 16 MiB, own mappings from 1 MiB");
+    }
+
     match server::raise_nofile_limit() {
         Ok((before, after)) if before != after => {
             tracing::debug!("raised the open-file limit from {before} to {after}")

@@ -51,7 +51,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use os::raise_nofile_limit;
+pub use os::{raise_nofile_limit, tune_allocator};
 
 /// How long shutdown waits for sessions to finish their last batch and flush
 /// it (a client that does not read its replies can hold a flush forever).
