@@ -4,12 +4,15 @@
 //! chunk; a bigger one keeps its own buffer, which replies send without a
 //! copy. A queue mostly deletes jobs in the order they came, so whole chunks
 //! empty out and are freed. When jobs die out of order instead, chunks end
-//! up sparse: the job store then calls [`BodyArena::relocate`] for every
-//! job, which moves the bodies of half-empty chunks into fresh ones.
+//! up sparse: the job store then marks the half-empty chunks for evacuation
+//! ([`BodyArena::begin_evacuation`]) and, a few jobs per operation, calls
+//! [`BodyArena::relocate`] for every job, which moves the bodies of those
+//! chunks into fresh ones.
 //!
 //! Invariants: `live` is the sum of the lengths of the small bodies stored;
 //! a chunk's `live` is the sum over its own bodies; a chunk with nothing
-//! live is freed unless it is the one being filled.
+//! live is freed unless it is the one being filled; new bodies never go into
+//! a chunk being evacuated (the current chunk never is one).
 
 use super::job::BodyRef;
 use bytes::Bytes;
@@ -27,6 +30,8 @@ const BIG: u64 = u32::MAX as u64;
 struct Chunk {
     data: Vec<u8>,
     live: usize,
+    /// Its bodies are being moved out; freed once they all are.
+    evacuating: bool,
 }
 
 #[derive(Debug, Default)]
@@ -110,7 +115,7 @@ impl BodyArena {
     fn new_chunk(&mut self) -> u32 {
         let chunk = Chunk {
             data: Vec::with_capacity(CHUNK),
-            live: 0,
+            ..Chunk::default()
         };
         match self.free_chunks.pop() {
             Some(i) => {
@@ -191,12 +196,26 @@ impl BodyArena {
         self.allocated() > 2 * self.live + self.live / 4 + 4 * CHUNK
     }
 
-    /// Moves the body out of its chunk if that chunk is less than half
-    /// used, and returns its new place. After a pass over every body, each
-    /// chunk but the current one is at least half full.
+    /// Marks every chunk less than half used (but the current one) for
+    /// evacuation; returns whether there is any. Once
+    /// [`relocate`](Self::relocate) has seen every body, the marked chunks
+    /// are empty and freed, and each chunk left is at least half full.
+    pub fn begin_evacuation(&mut self) -> bool {
+        let mut any = false;
+        for (i, c) in self.chunks.iter_mut().enumerate() {
+            if self.current != Some(i as u32) && c.live > 0 && c.live * 2 < CHUNK {
+                c.evacuating = true;
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// Moves the body out of its chunk if that chunk is being evacuated,
+    /// and returns its new place.
     pub fn relocate(&mut self, r: BodyRef) -> Option<BodyRef> {
         let (chunk, offset, len) = r.small_parts()?;
-        if self.current == Some(chunk as u32) || self.chunks[chunk].live * 2 >= CHUNK {
+        if !self.chunks[chunk].evacuating {
             return None;
         }
         // Copied out first: storing may free or reuse nothing but fresh chunks.
@@ -268,6 +287,7 @@ mod tests {
             }
         }
         assert!(a.is_fragmented());
+        assert!(a.begin_evacuation());
         for (_, r) in kept.iter_mut() {
             if let Some(moved) = a.relocate(*r) {
                 *r = moved;

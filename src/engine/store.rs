@@ -7,10 +7,11 @@
 //! per body cost twice that.
 //!
 //! Costs to know: repacking bodies (when jobs died out of order and chunks
-//! are sparse) is one pass over every job, inside the command that tipped
-//! it; the pass comes at most once per ~1/9 of the live body bytes freed,
-//! so it is cheap on average but a pause proportional to the job count.
-//! Neither the slab nor the table shrinks after a peak (as `HashMap` did not).
+//! are sparse) is one pass over every job, spread over the inserts and
+//! removes that follow, [`REPACK_STEP`] slots each, so no command pauses
+//! for it whatever the job count. A pass starts at most once per ~1/9 of
+//! the live body bytes freed. Neither the slab nor the table shrinks after
+//! a peak (as `HashMap` did not).
 //!
 //! Invariants: `index` holds exactly the slots of live jobs; a free slot's
 //! job has id 0 (ids start at 1); a job's counts are `Counts::SPILLED`
@@ -31,7 +32,14 @@ pub struct JobStore {
     bodies: BodyArena,
     /// Counters of the few jobs whose counts outgrew their packed word.
     spilled: HashMap<JobId, JobCounts>,
+    /// The next slot a repacking pass in progress visits.
+    repack: Option<usize>,
 }
+
+/// Slots a repacking pass visits per insert or remove: at most this many
+/// small bodies (4 KiB each at most) are copied by one operation, and a pass
+/// over n jobs is done after n / `REPACK_STEP` operations.
+const REPACK_STEP: usize = 128;
 
 /// Job ids are handed out by the server in sequence, never chosen by
 /// clients, so a multiplicative hash spreads them well and cheaply.
@@ -86,6 +94,7 @@ impl JobStore {
         let slots = &self.slots;
         self.index
             .insert_unique(hash(id), slot, |&s| hash(slots[s as usize].id));
+        self.repack_step();
     }
 
     /// Takes a job out for good; its body is freed.
@@ -102,18 +111,32 @@ impl JobStore {
         if job.counts == Counts::SPILLED {
             self.spilled.remove(&id);
         }
-        if self.bodies.is_fragmented() {
-            self.pack_bodies();
+        if self.repack.is_none() && self.bodies.is_fragmented() && self.bodies.begin_evacuation() {
+            self.repack = Some(0);
         }
+        self.repack_step();
         Some(job)
     }
 
-    /// Moves bodies out of sparse chunks (see [`BodyArena::relocate`]).
-    fn pack_bodies(&mut self) {
-        for job in self.slots.iter_mut().filter(|j| j.id != 0) {
+    /// Moves the bodies of the next [`REPACK_STEP`] slots out of chunks
+    /// being evacuated, if a pass is in progress. Slots past the cursor may
+    /// be reused meanwhile: their new bodies are never in those chunks.
+    fn repack_step(&mut self) {
+        let Some(from) = self.repack else { return };
+        let to = (from + REPACK_STEP).min(self.slots.len());
+        for job in self.slots[from..to].iter_mut().filter(|j| j.id != 0) {
             if let Some(moved) = self.bodies.relocate(job.body) {
                 job.body = moved;
             }
+        }
+        self.repack = (to < self.slots.len()).then_some(to);
+    }
+
+    /// Runs a repacking pass in progress to its end.
+    #[cfg(test)]
+    fn finish_repack(&mut self) {
+        while self.repack.is_some() {
+            self.repack_step();
         }
     }
 
@@ -213,6 +236,7 @@ mod tests {
         for id in (1..=200_000).filter(|id| id % 20 != 0) {
             s.remove(id);
         }
+        s.finish_repack();
         let (allocated, live) = s.bodies.usage();
         assert_eq!(live, 10_000 * 100);
         assert!(allocated <= 3 * live, "{allocated} bytes held for {live}");
@@ -251,6 +275,7 @@ mod tests {
                 assert_eq!(s.remove(victim).map(|j| j.id), Some(victim));
             }
             if round % 10_000 == 0 || round == 59_999 {
+                s.finish_repack();
                 assert_eq!(s.len(), live.len());
                 for &(id, len) in &live {
                     assert_eq!(s.body(&s[&id]), &body(id, len)[..], "job {id}");
@@ -271,11 +296,54 @@ mod tests {
         for &(id, len) in &live {
             assert_eq!(s.body(&s[&id]), &body(id, len)[..], "job {id}");
         }
+        s.finish_repack();
         let (allocated, small_live) = s.bodies.usage();
         assert!(
             allocated <= 3 * small_live + 5 * 64 * 1024,
             "{allocated} for {small_live} after the die-off"
         );
+    }
+
+    #[test]
+    fn a_repack_is_spread_over_the_operations_that_follow() {
+        let mut s = JobStore::default();
+        let body = |id: JobId| Bytes::from(format!("{id:0>98}\r\n"));
+        for id in 1..=100_000 {
+            s.insert(job(id), JobCounts::default(), &body(id));
+        }
+        // Keep one job in ten until a pass starts.
+        let mut removed = 0;
+        for id in (1..=100_000).filter(|id| id % 10 != 0) {
+            s.remove(id);
+            removed += 1;
+            if s.repack.is_some() {
+                break;
+            }
+        }
+        // The remove that started the pass visited one step of slots only.
+        assert_eq!(s.repack, Some(REPACK_STEP));
+        let (held_at_start, _) = s.bodies.usage();
+        // Inserts drive it too; their bodies stay out of evacuated chunks.
+        let mut ops = 0;
+        let mut next = 100_000;
+        while s.repack.is_some() {
+            next += 1;
+            s.insert(job(next), JobCounts::default(), &body(next));
+            ops += 1;
+        }
+        assert_eq!(ops, 100_000usize.div_ceil(REPACK_STEP) - 1);
+        let (held, live) = s.bodies.usage();
+        assert!(
+            held < held_at_start,
+            "{held} bytes held, {held_at_start} at the start"
+        );
+        assert!(held <= 3 * live, "{held} bytes held for {live}");
+        assert_eq!(s.len(), 100_000 - removed + ops);
+        for id in 1..=next {
+            if let Some(j) = s.get(id) {
+                assert_eq!(s.body(j), &body(id)[..], "job {id}");
+            }
+        }
     }
 
     #[test]
