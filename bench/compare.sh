@@ -61,23 +61,25 @@ BINLOG_PARENT=${BINLOG_PARENT:-/var/tmp}
 # temporary directory.
 case_bench_args() {
     case "$1" in
-        put) echo "--scenario put" ;;
+        # Job caps well above what either server does in --duration, so every
+        # run is time-bound and measures the same span.
+        put) echo "--scenario put --jobs 1000000" ;;
         pipeline-put) echo "--scenario pipeline --ops put" ;;
         pipeline-prd) echo "--scenario pipeline --ops put-reserve-delete" ;;
-        reserve) echo "--scenario reserve" ;;
+        reserve) echo "--scenario reserve --jobs 400000" ;;
         cycle) echo "--scenario cycle" ;;
         # Latency at a fixed load both servers sustain (issue: p99 at 20k jobs/s).
         cycle-paced) echo "--scenario cycle --rate 20000" ;;
         many-conns) echo "--scenario many-conns" ;;
         tubes-100) echo "--scenario tubes --no-sweep --tube-count 100" ;;
         tubes-10k) echo "--scenario tubes --no-sweep --tube-count 10000" ;;
-        big) echo "--scenario big" ;;
+        big) echo "--scenario big --jobs 400000" ;;
         delayed) echo "--scenario delayed" ;;
         memory) echo "--scenario memory" ;;
         idle-conns) echo "--scenario idle-conns" ;;
-        put-binlog) echo "--scenario put" ;;
+        put-binlog) echo "--scenario put --jobs 1000000" ;;
         cycle-binlog) echo "--scenario cycle" ;;
-        put-fsync) echo "--scenario put --conns 50" ;;
+        put-fsync) echo "--scenario put --conns 50 --jobs 1000000" ;;
         cycle-fsync) echo "--scenario cycle --conns 50" ;;
         # Durable put+reserve+delete sweep (issue: 1, 10 and 100 clients),
         # not in the default set: run them with --durable.
