@@ -129,7 +129,7 @@ fn binlog_append(c: &mut Criterion) {
                 record.state.id = id;
                 log.append(&Record::Put(record)).unwrap();
                 log.append(&Record::Delete(id)).unwrap();
-                log.collect_garbage();
+                log.collect_garbage(usize::MAX);
                 if sync_each {
                     log.sync_now().unwrap();
                 }

@@ -43,8 +43,10 @@ pub trait Journal: Send + std::fmt::Debug {
     /// holds much more than the live data.
     fn compaction_candidate(&self) -> Option<u32>;
     fn note_migrated(&mut self, records: u64);
-    /// Deletes the oldest segments that hold no live job.
-    fn collect_garbage(&mut self);
+    /// Deletes the oldest segments that hold no live job, at most `limit`
+    /// of them (each may cost an unlink and a directory fsync); returns how
+    /// many it deleted.
+    fn collect_garbage(&mut self, limit: usize) -> usize;
     /// Bytes appended so far (for waiting on a sync).
     fn position(&self) -> u64;
     fn stats(&self) -> JournalStats;

@@ -312,9 +312,10 @@ impl Journal for Binlog {
         self.records_migrated += records;
     }
 
-    fn collect_garbage(&mut self) {
+    fn collect_garbage(&mut self, limit: usize) -> usize {
+        let mut deleted = 0;
         while let Some((&head, use_)) = self.segments.first_key_value() {
-            if head == self.current_seq || use_.live_jobs > 0 {
+            if deleted == limit || head == self.current_seq || use_.live_jobs > 0 {
                 break;
             }
             let path = segment::path(&self.dir, head);
@@ -325,6 +326,7 @@ impl Journal for Binlog {
                 }
             }
             self.segments.remove(&head);
+            deleted += 1;
             if self.policy != SyncPolicy::Never {
                 // Deletions must land in order, or a resurrected old
                 // segment could bring back deleted jobs after a crash:
@@ -335,6 +337,7 @@ impl Journal for Binlog {
                 }
             }
         }
+        deleted
     }
 
     fn position(&self) -> u64 {

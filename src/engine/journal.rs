@@ -157,64 +157,125 @@ impl Engine {
             }
         }
         if let Some(j) = self.journal.as_mut() {
-            j.collect_garbage();
+            j.collect_garbage(usize::MAX);
         }
     }
 
     /// Deletes dead segments and, when the log has grown well past the live
-    /// data, rewrites the live jobs of the oldest segments at the head. Runs
-    /// after every batch; a few segments at most per call keeps the pause
-    /// short while still catching up with a heavily pipelining writer.
+    /// data, rewrites the live jobs of the oldest segment at the head so it
+    /// can be deleted too. Runs after every batch. Finding a segment's jobs
+    /// means a pass over every job, so a pass is spread over batches: each
+    /// call visits at most [`COMPACT_SLOTS`] (or 1/64 of the store's slots,
+    /// so a pass takes at most 64 calls) and moves at most [`COMPACT_MOVES`]
+    /// jobs, which keeps the pause short whatever the job count and still
+    /// catches up with a heavily pipelining writer. Dead segments are
+    /// deleted a few at a time ([`DELETIONS_PER_CALL`] more than were
+    /// started since the last call), for the same reason: each costs an
+    /// unlink and, unless `-F`, a directory fsync.
     pub fn maintain_journal(&mut self) {
-        const MAX_SEGMENTS_PER_CALL: usize = 4;
-        for _ in 0..MAX_SEGMENTS_PER_CALL {
+        let mut slots_left = COMPACT_SLOTS.max(self.jobs.slot_count() / 64);
+        let mut moves_left = COMPACT_MOVES;
+        let Some(journal) = self.journal.as_ref() else {
+            return;
+        };
+        // Keep pace with the segments started since the last call (a
+        // pipelining writer can fill several per batch), plus a few more.
+        let current = journal.stats().current_index;
+        let started = current.saturating_sub(self.segments_seen) as usize;
+        self.segments_seen = current;
+        let mut deletions_left = DELETIONS_PER_CALL + started;
+        loop {
             let Some(journal) = self.journal.as_mut() else {
                 return;
             };
-            journal.collect_garbage();
-            let Some(head) = journal.compaction_candidate() else {
-                return;
+            deletions_left -= journal.collect_garbage(deletions_left);
+            let mut pass = match self.compaction.take() {
+                Some(pass) => pass,
+                None => match journal.compaction_candidate() {
+                    Some(head) => Compaction {
+                        head,
+                        next_slot: 0,
+                        moved: 0,
+                    },
+                    None => return,
+                },
             };
-            if !self.compact(head) {
+            let end = pass.next_slot.saturating_add(slots_left);
+            let mut failed = false;
+            while pass.next_slot < end.min(self.jobs.slot_count()) && moves_left > 0 {
+                let slot = pass.next_slot;
+                pass.next_slot += 1;
+                slots_left -= 1;
+                let Some(id) = self
+                    .jobs
+                    .at_slot(slot)
+                    .filter(|j| j.file == pass.head)
+                    .map(|j| j.id)
+                else {
+                    continue;
+                };
+                if !self.move_to_head(id, pass.head) {
+                    failed = true;
+                    break;
+                }
+                pass.moved += 1;
+                moves_left -= 1;
+            }
+            let done = failed || pass.next_slot >= self.jobs.slot_count();
+            if !done {
+                self.compaction = Some(pass);
                 return;
             }
-        }
-        if let Some(j) = self.journal.as_mut() {
-            j.collect_garbage();
+            if let Some(j) = self.journal.as_mut() {
+                j.note_migrated(pass.moved);
+            }
+            // A failed write leaves the rest where they are; the pass starts
+            // over once the log takes writes again.
+            if failed || slots_left == 0 || moves_left == 0 {
+                if let Some(j) = self.journal.as_mut() {
+                    j.collect_garbage(deletions_left);
+                }
+                return;
+            }
         }
     }
 
-    /// Rewrites the live jobs of segment `head` at the head of the log.
-    /// False if a write failed (the rest stay where they are).
-    fn compact(&mut self, head: u32) -> bool {
-        let mut ids: Vec<_> = self
-            .jobs
-            .values()
-            .filter(|j| j.file == head)
-            .map(|j| j.id)
-            .collect();
-        ids.sort_unstable();
-        let mut moved = 0;
-        let mut ok = true;
-        for id in ids {
-            let job = &self.jobs[&id];
-            let body = Bytes::copy_from_slice(self.jobs.body(job));
-            let (image, size) = (self.image(job, body), self.record_size(job));
-            let Ok(file) = self.log(Record::Put(image)) else {
-                ok = false;
-                break;
-            };
-            if let Some(j) = self.journal.as_mut() {
-                j.release(head, size);
-            }
-            self.jobs.get_mut(id).expect("live job").file = file;
-            moved += 1;
-        }
+    /// Rewrites job `id`, which lives in segment `head`, at the head of the
+    /// log. False if the write failed (the job stays where it is).
+    fn move_to_head(&mut self, id: JobId, head: u32) -> bool {
+        let job = &self.jobs[&id];
+        let body = Bytes::copy_from_slice(self.jobs.body(job));
+        let (image, size) = (self.image(job, body), self.record_size(job));
+        let Ok(file) = self.log(Record::Put(image)) else {
+            return false;
+        };
         if let Some(j) = self.journal.as_mut() {
-            j.note_migrated(moved);
+            j.release(head, size);
         }
-        ok
+        self.jobs.get_mut(id).expect("live job").file = file;
+        true
     }
+}
+
+/// Slots of the job store one call of `maintain_journal` visits at least.
+const COMPACT_SLOTS: usize = 4096;
+
+/// Jobs one call of `maintain_journal` rewrites at most.
+const COMPACT_MOVES: u64 = 1024;
+
+/// Dead segments one call of `maintain_journal` deletes at most, beyond as
+/// many as were started since the last call.
+const DELETIONS_PER_CALL: usize = 1;
+
+/// A compaction pass in progress: the live jobs of segment `head` are being
+/// rewritten at the head of the log, in the job store's slot order. Slots
+/// past the cursor may be reused meanwhile: their new jobs are logged in the
+/// current segment, never in `head`, so after the pass `head` holds none.
+#[derive(Debug)]
+pub(super) struct Compaction {
+    head: u32,
+    next_slot: usize,
+    moved: u64,
 }
 
 #[cfg(test)]
@@ -370,6 +431,64 @@ mod tests {
         let e = boot(&dir, max, T0);
         assert_eq!(e.jobs.len(), 25);
         assert_eq!(e.next_job_id, 50_006);
+        drop(e);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_compaction_pass_is_spread_over_batches_and_loses_nothing() {
+        let dir = test_dir("spread-compaction");
+        let max = 64 * 1024;
+        let mut e = boot(&dir, max, T0);
+        let c = e.connect();
+        let body = |id: JobId| format!("job {id:>8}");
+        for id in 1..=20_000 {
+            assert_eq!(
+                run(&mut e, T0, c, put(1, 0, &body(id))),
+                Reply::Inserted(id)
+            );
+        }
+        // Every other job dies (maintenance held back, to watch it below):
+        // the log is now over twice the live data, and every old segment
+        // still holds live jobs that compaction must move.
+        for id in (1..=20_000).step_by(2) {
+            let Outcome::Reply(r) = e.apply(T0, c, Command::Delete(id)) else {
+                panic!("delete waited")
+            };
+            assert_eq!(r, Reply::Deleted);
+        }
+        let files = |e: &Engine| -> Vec<u32> { e.jobs.values().map(|j| j.file).collect() };
+        let (mut calls, mut spread) = (0, false);
+        loop {
+            let before = files(&e);
+            e.maintain_journal();
+            calls += 1;
+            let moved = before
+                .iter()
+                .zip(files(&e))
+                .filter(|(a, b)| **a != *b)
+                .count();
+            assert!(moved as u64 <= COMPACT_MOVES, "one call moved {moved} jobs");
+            spread |= e.compaction.is_some();
+            let more = e.journal.as_ref().unwrap().compaction_candidate().is_some();
+            if e.compaction.is_none() && !more {
+                break;
+            }
+            assert!(calls < 10_000, "compaction does not finish");
+        }
+        assert!(spread, "every pass ended within one call");
+        let (disk, live) = (dir_bytes(&dir), live_bytes(&e));
+        assert!(
+            disk <= 2 * live + 3 * max,
+            "{disk} B on disk for {live} B live"
+        );
+        drop(e);
+        let e = boot(&dir, max, T0);
+        assert_eq!(e.jobs.len(), 10_000);
+        for id in (2..=20_000).step_by(2) {
+            let job = &e.jobs[&id];
+            assert_eq!(e.jobs.body(job), format!("{}\r\n", body(id)).as_bytes());
+        }
         drop(e);
         std::fs::remove_dir_all(&dir).unwrap();
     }

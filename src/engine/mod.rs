@@ -107,6 +107,11 @@ pub struct Engine {
     wakeups: Vec<(ClientId, Reply)>,
     /// The binlog, when persistence is on.
     journal: Option<Box<dyn Journal>>,
+    /// A compaction pass in progress (see `maintain_journal`).
+    compaction: Option<journal::Compaction>,
+    /// The journal's current segment at the last `maintain_journal`: dead
+    /// segments are deleted at least as fast as new ones are started.
+    segments_seen: u32,
 }
 
 const DEFAULT_TUBE: TubeIdx = 0;
@@ -132,6 +137,8 @@ impl Engine {
             draining: false,
             wakeups: Vec::new(),
             journal: None,
+            compaction: None,
+            segments_seen: 0,
         };
         let default = engine.tube_for(&TubeName::default_tube());
         debug_assert_eq!(default, DEFAULT_TUBE);

@@ -68,6 +68,17 @@ impl JobStore {
         self.slot(id).map(|s| &mut self.slots[s as usize])
     }
 
+    /// Slots in the slab, live or free: the range of [`at_slot`](Self::at_slot).
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The live job in `slot`, if any; a walk over every slot visits every
+    /// job once (a job keeps its slot while it lives).
+    pub fn at_slot(&self, slot: usize) -> Option<&Job> {
+        self.slots.get(slot).filter(|j| j.id != 0)
+    }
+
     pub fn contains(&self, id: JobId) -> bool {
         self.slot(id).is_some()
     }
