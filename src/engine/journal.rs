@@ -179,7 +179,8 @@ impl Engine {
             return;
         };
         // Keep pace with the segments started since the last call (a
-        // pipelining writer can fill several per batch), plus a few more.
+        // pipelining writer can fill several per batch), plus a backlog of
+        // DELETIONS_PER_CALL.
         let current = journal.stats().current_index;
         let started = current.saturating_sub(self.segments_seen) as usize;
         self.segments_seen = current;
@@ -257,7 +258,8 @@ impl Engine {
     }
 }
 
-/// Slots of the job store one call of `maintain_journal` visits at least.
+/// Slots of the job store one call of `maintain_journal` visits at most
+/// (or 1/64 of the slots, if that is more).
 const COMPACT_SLOTS: usize = 4096;
 
 /// Jobs one call of `maintain_journal` rewrites at most.
