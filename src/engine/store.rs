@@ -235,13 +235,23 @@ mod tests {
         assert_eq!(s.values().count(), s.len());
     }
 
+    /// A 100-byte body (CRLF included) that names its job.
+    fn body_of(id: JobId) -> Bytes {
+        Bytes::from(format!("{id:0>98}\r\n"))
+    }
+
+    /// A store of jobs 1..=n with [`body_of`] bodies.
+    fn store_of(n: JobId) -> JobStore {
+        let mut s = JobStore::default();
+        for id in 1..=n {
+            s.insert(job(id), JobCounts::default(), &body_of(id));
+        }
+        s
+    }
+
     #[test]
     fn scattered_deletes_repack_bodies_and_keep_them_intact() {
-        let mut s = JobStore::default();
-        let body = |id: JobId| Bytes::from(format!("{id:0>98}\r\n"));
-        for id in 1..=200_000 {
-            s.insert(job(id), JobCounts::default(), &body(id));
-        }
+        let mut s = store_of(200_000);
         // Keep one job in twenty: left alone, every chunk would stay
         // allocated for a twentieth of its bytes.
         for id in (1..=200_000).filter(|id| id % 20 != 0) {
@@ -252,7 +262,7 @@ mod tests {
         assert_eq!(live, 10_000 * 100);
         assert!(allocated <= 3 * live, "{allocated} bytes held for {live}");
         for id in (20..=200_000).step_by(20) {
-            assert_eq!(s.body(&s[&id]), &body(id)[..], "job {id}");
+            assert_eq!(s.body(&s[&id]), &body_of(id)[..], "job {id}");
         }
     }
 
@@ -317,11 +327,7 @@ mod tests {
 
     #[test]
     fn a_repack_is_spread_over_the_operations_that_follow() {
-        let mut s = JobStore::default();
-        let body = |id: JobId| Bytes::from(format!("{id:0>98}\r\n"));
-        for id in 1..=100_000 {
-            s.insert(job(id), JobCounts::default(), &body(id));
-        }
+        let mut s = store_of(100_000);
         // Keep one job in ten until a pass starts.
         let mut removed = 0;
         for id in (1..=100_000).filter(|id| id % 10 != 0) {
@@ -339,7 +345,7 @@ mod tests {
         let mut next = 100_000;
         while s.repack.is_some() {
             next += 1;
-            s.insert(job(next), JobCounts::default(), &body(next));
+            s.insert(job(next), JobCounts::default(), &body_of(next));
             ops += 1;
         }
         assert_eq!(ops, 100_000usize.div_ceil(REPACK_STEP) - 1);
@@ -352,7 +358,7 @@ mod tests {
         assert_eq!(s.len(), 100_000 - removed + ops);
         for id in 1..=next {
             if let Some(j) = s.get(id) {
-                assert_eq!(s.body(j), &body(id)[..], "job {id}");
+                assert_eq!(s.body(j), &body_of(id)[..], "job {id}");
             }
         }
     }
