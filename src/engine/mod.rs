@@ -109,9 +109,9 @@ pub struct Engine {
     journal: Option<Box<dyn Journal>>,
     /// A compaction pass in progress (see `maintain_journal`).
     compaction: Option<journal::Compaction>,
-    /// The journal's current segment at the last `maintain_journal`: dead
-    /// segments are deleted at least as fast as new ones are started.
-    segments_seen: u32,
+    /// What the last `maintain_journal` saw, to pace the next one with the
+    /// writes in between.
+    upkeep: journal::Upkeep,
 }
 
 const DEFAULT_TUBE: TubeIdx = 0;
@@ -138,7 +138,7 @@ impl Engine {
             wakeups: Vec::new(),
             journal: None,
             compaction: None,
-            segments_seen: 0,
+            upkeep: journal::Upkeep::default(),
         };
         let default = engine.tube_for(&TubeName::default_tube());
         debug_assert_eq!(default, DEFAULT_TUBE);

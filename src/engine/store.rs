@@ -38,7 +38,8 @@ pub struct JobStore {
 
 /// Slots a repacking pass visits per insert or remove: at most this many
 /// small bodies (4 KiB each at most) are copied by one operation, and a pass
-/// over n jobs is done after n / `REPACK_STEP` operations.
+/// over a slab of n slots (its peak job count) is done after n /
+/// `REPACK_STEP` operations.
 const REPACK_STEP: usize = 128;
 
 /// Job ids are handed out by the server in sequence, never chosen by

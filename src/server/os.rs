@@ -45,14 +45,23 @@ const MMAP_THRESHOLD: libc::c_int = 1 << 20;
 /// deletes 64 KiB bodies shrinks and regrows its heap with `brk` and
 /// page-faults the new pages in for every few jobs: 7-14% of its CPU with 64
 /// KiB bodies (perf). With fixed thresholds (16 MiB kept, 1 MiB mapped) that
-/// memory is reused. Leaves the defaults alone when the administrator set
-/// glibc's own knobs (`MALLOC_*` variables, `glibc.malloc.*` in `GLIBC_TUNABLES`). Returns
-/// whether the thresholds were set.
+/// memory is reused. Leaves them alone when the administrator set glibc's
+/// own knobs for them (`MALLOC_TRIM_THRESHOLD_`, `MALLOC_MMAP_THRESHOLD_`,
+/// `MALLOC_TOP_PAD_`, `MALLOC_MMAP_MAX_`, or the same `glibc.malloc.*`
+/// tunables). Returns whether the thresholds were set.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn tune_allocator() -> bool {
+    // The knobs of these thresholds (others, such as MALLOC_ARENA_MAX, which
+    // containers often set, do not touch them).
+    const KNOBS: [&str; 4] = ["TRIM_THRESHOLD", "MMAP_THRESHOLD", "TOP_PAD", "MMAP_MAX"];
     let set_by_admin = std::env::vars_os().any(|(k, v)| {
         let (k, v) = (k.to_string_lossy(), v.to_string_lossy());
-        k.starts_with("MALLOC_") || (k == "GLIBC_TUNABLES" && v.contains("glibc.malloc."))
+        let tunables = v.to_ascii_lowercase();
+        KNOBS.iter().any(|knob| {
+            k == format!("MALLOC_{knob}_")
+                || (k == "GLIBC_TUNABLES"
+                    && tunables.contains(&format!("glibc.malloc.{}", knob.to_ascii_lowercase())))
+        })
     });
     if set_by_admin {
         return false;
