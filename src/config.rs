@@ -129,7 +129,7 @@ struct Flags {
     #[arg(short = 'z', value_name = "BYTES")]
     max_job_size: Option<u64>,
 
-    /// Increase log verbosity (repeatable: -V debug, -VV trace)
+    /// Increase log verbosity (repeatable: -V debug, -VV trace with every command and reply)
     #[arg(short = 'V', action = ArgAction::Count)]
     verbose: u8,
 

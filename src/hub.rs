@@ -111,17 +111,25 @@ impl Hub {
             };
             let cmd = match frame {
                 Frame::Error(reply) => {
+                    tracing::trace!(conn = client, "-> {}", reply.head());
                     out.push(&reply);
                     continue;
                 }
                 Frame::Command(Command::Quit) => {
+                    tracing::trace!(conn = client, "<- quit");
                     step = Step::Quit;
                     break;
                 }
                 Frame::Command(cmd) => cmd,
             };
+            // -VV: every command and reply, as beanstalkd prints them (the
+            // arguments are only formatted when trace is on).
+            tracing::trace!(conn = client, "<- {cmd}");
             match state.engine.apply(now, client, cmd) {
-                Outcome::Reply(reply) => out.push(&reply),
+                Outcome::Reply(reply) => {
+                    tracing::trace!(conn = client, "-> {}", reply.head());
+                    out.push(&reply)
+                }
                 Outcome::Wait => {
                     let (tx, rx) = oneshot::channel();
                     state.waiters.insert(client, tx);
@@ -204,6 +212,7 @@ impl Hub {
     fn deliver_wakeups(&self, state: &mut State) {
         let State { engine, waiters } = state;
         for (client, reply) in engine.take_wakeups() {
+            tracing::trace!(conn = client, "-> {}", reply.head());
             if let Some(tx) = waiters.remove(&client) {
                 // A session that is gone has its reservation returned by
                 // its disconnect, so a failed send loses nothing.

@@ -673,6 +673,39 @@ fn sigint_exits_0() {
 // Logging, privileges, socket activation.
 
 #[test]
+fn dash_vv_logs_every_command_and_reply_without_bodies() {
+    let (mut d, addr) = start_tcp(LOCALHOST, &["-VV"], true);
+    let mut c = d.connect(addr);
+    c.roundtrip("put 5 0 60 6\r\nzqzqzq\r\n", "INSERTED 1\r\n");
+    c.roundtrip("reserve\r\n", "RESERVED 1 6\r\nzqzqzq\r\n");
+    c.roundtrip("delete 1\r\n", "DELETED\r\n");
+    c.roundtrip("frobnicate\r\n", "UNKNOWN_COMMAND\r\n");
+    c.send("quit\r\n");
+    c.expect_closed();
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(WAIT).expect("exit").success());
+    let log = d.stderr();
+    let lines = [
+        "<- put 5 0 60 6",
+        "-> INSERTED 1",
+        "<- reserve",
+        "-> RESERVED 1 6",
+        "<- delete 1",
+        "-> DELETED",
+        "-> UNKNOWN_COMMAND",
+        "<- quit",
+    ];
+    let mut from = 0;
+    for line in lines {
+        let at = log[from..]
+            .find(line)
+            .unwrap_or_else(|| panic!("{line:?} in order: {log}"));
+        from += at + line.len();
+    }
+    assert!(!log.contains("zqzq"), "bodies are not logged: {log}");
+}
+
+#[test]
 fn dash_v_upper_logs_connections_at_debug() {
     let (mut d, addr) = start_tcp(LOCALHOST, &["-V"], true);
     d.connect(addr)
@@ -682,6 +715,7 @@ fn dash_v_upper_logs_connections_at_debug() {
     let log = d.stderr();
     assert!(log.contains("connection opened"), "{log}");
     assert!(log.contains("connection closed"), "{log}");
+    assert!(!log.contains("<- put"), "commands only with -VV: {log}");
     assert!(
         !log.contains("\x1b["),
         "no colours when stderr is not a terminal"

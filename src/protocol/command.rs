@@ -128,3 +128,48 @@ pub enum Command {
     PauseTubeBadName,
     Quit,
 }
+
+/// The command as a canonical request line (no CRLF): what `-VV` logs, and
+/// what parses back to the same command. A put shows its header with the
+/// body's length, not the body; the variants that only stand for an error
+/// show what was wrong.
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Put {
+                pri,
+                delay,
+                ttr,
+                body,
+            } => match body {
+                PutBody::Body(b) => write!(f, "put {pri} {delay} {ttr} {}", b.len() - 2),
+                other => write!(f, "put {pri} {delay} {ttr} ({other:?})"),
+            },
+            Command::Use(t) => write!(f, "use {t}"),
+            Command::Reserve => f.write_str("reserve"),
+            Command::ReserveWithTimeout(s) => write!(f, "reserve-with-timeout {s}"),
+            Command::ReserveJob(id) => write!(f, "reserve-job {id}"),
+            Command::Delete(id) => write!(f, "delete {id}"),
+            Command::Release { id, pri, delay } => write!(f, "release {id} {pri} {delay}"),
+            Command::Bury { id, pri } => write!(f, "bury {id} {pri}"),
+            Command::Touch(id) => write!(f, "touch {id}"),
+            Command::Watch(t) => write!(f, "watch {t}"),
+            Command::Ignore(t) => write!(f, "ignore {t}"),
+            Command::Peek(id) => write!(f, "peek {id}"),
+            Command::PeekReady => f.write_str("peek-ready"),
+            Command::PeekDelayed => f.write_str("peek-delayed"),
+            Command::PeekBuried => f.write_str("peek-buried"),
+            Command::Kick(n) => write!(f, "kick {n}"),
+            Command::KickJob(id) => write!(f, "kick-job {id}"),
+            Command::StatsJob(id) => write!(f, "stats-job {id}"),
+            Command::StatsTube(t) => write!(f, "stats-tube {t}"),
+            Command::Stats => f.write_str("stats"),
+            Command::ListTubes => f.write_str("list-tubes"),
+            Command::ListTubeUsed => f.write_str("list-tube-used"),
+            Command::ListTubesWatched => f.write_str("list-tubes-watched"),
+            Command::PauseTube { tube, delay } => write!(f, "pause-tube {tube} {delay}"),
+            Command::PauseTubeBadName => f.write_str("pause-tube (bad name)"),
+            Command::Quit => f.write_str("quit"),
+        }
+    }
+}

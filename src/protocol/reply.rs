@@ -48,6 +48,18 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// The reply's first line, without its CRLF (what `-VV` logs; a body
+    /// that follows is left out).
+    pub fn head(&self) -> String {
+        let mut wire = BytesMut::new();
+        self.encode(&mut wire);
+        let end = wire
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap_or(wire.len());
+        String::from_utf8_lossy(&wire[..end]).into_owned()
+    }
+
     /// Appends the reply's exact wire bytes to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
         match self {

@@ -67,33 +67,8 @@ fn encode(parsed: &Parsed) -> Option<Vec<u8>> {
             let tail = if *trailing_text { " x" } else { "" };
             format!("put {pri} {delay} {ttr} {bytes}{tail}")
         }
-        Parsed::Command(cmd) => match cmd {
-            Command::Put { .. } | Command::PauseTubeBadName => return None,
-            Command::Use(t) => format!("use {t}"),
-            Command::Reserve => "reserve".into(),
-            Command::ReserveWithTimeout(s) => format!("reserve-with-timeout {s}"),
-            Command::ReserveJob(id) => format!("reserve-job {id}"),
-            Command::Delete(id) => format!("delete {id}"),
-            Command::Release { id, pri, delay } => format!("release {id} {pri} {delay}"),
-            Command::Bury { id, pri } => format!("bury {id} {pri}"),
-            Command::Touch(id) => format!("touch {id}"),
-            Command::Watch(t) => format!("watch {t}"),
-            Command::Ignore(t) => format!("ignore {t}"),
-            Command::Peek(id) => format!("peek {id}"),
-            Command::PeekReady => "peek-ready".into(),
-            Command::PeekDelayed => "peek-delayed".into(),
-            Command::PeekBuried => "peek-buried".into(),
-            Command::Kick(n) => format!("kick {n}"),
-            Command::KickJob(id) => format!("kick-job {id}"),
-            Command::StatsJob(id) => format!("stats-job {id}"),
-            Command::StatsTube(t) => format!("stats-tube {t}"),
-            Command::Stats => "stats".into(),
-            Command::ListTubes => "list-tubes".into(),
-            Command::ListTubeUsed => "list-tube-used".into(),
-            Command::ListTubesWatched => "list-tubes-watched".into(),
-            Command::PauseTube { tube, delay } => format!("pause-tube {tube} {delay}"),
-            Command::Quit => "quit".into(),
-        },
+        Parsed::Command(Command::Put { .. } | Command::PauseTubeBadName) => return None,
+        Parsed::Command(cmd) => cmd.to_string(),
     };
     Some(text.into_bytes())
 }
