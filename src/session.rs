@@ -70,6 +70,25 @@ impl Work {
     fn is_idle(&self) -> bool {
         self.input.is_empty() && self.frames.is_empty() && self.codec.is_between_frames()
     }
+
+    /// Before the session waits on its peer (maybe for hours): true if
+    /// nothing is pending, and the whole `Work` can go; otherwise lets go of
+    /// spare capacity and keeps what is pending.
+    fn slim(&mut self) -> bool {
+        if self.is_idle() {
+            return true;
+        }
+        self.output.shrink();
+        if self.frames.is_empty() {
+            self.frames = VecDeque::new();
+        }
+        if self.input.len() < MAX_LINE && self.input.capacity() > PARTIAL_KEPT {
+            // Part of a command (a slow client, or a slowloris holding
+            // thousands of connections): keep its bytes, not a read buffer.
+            self.input = BytesMut::from(&self.input[..]);
+        }
+        false
+    }
 }
 
 /// Serves one connection until it closes, quits, fails, or `shutdown` is
@@ -179,13 +198,8 @@ impl<S: Connection> Session<S> {
                                 // Blocked, maybe for hours: like an idle connection,
                                 // hold no buffers meanwhile (input read ahead gets
                                 // one when it arrives).
-                                if w.is_idle() {
+                                if w.slim() {
                                     work = None;
-                                } else {
-                                    w.output.shrink();
-                                    if w.frames.is_empty() {
-                                        w.frames = VecDeque::new();
-                                    }
                                 }
                                 let end = Box::pin(wait(
                                     &self.hub,
@@ -230,19 +244,10 @@ impl<S: Connection> Session<S> {
                     // reading lets through.
                     continue;
                 }
-                if w.is_idle() {
+                if w.slim() {
                     // Idle between commands: hold no buffers while waiting, so an
                     // idle connection costs little more than its task and socket.
                     work = None;
-                } else {
-                    w.output.shrink();
-                    w.frames = VecDeque::new();
-                    if w.input.len() < MAX_LINE && w.input.capacity() > PARTIAL_KEPT {
-                        // Part of a command (a slow client, or a slowloris holding
-                        // thousands of connections): keep its bytes, not a read
-                        // buffer.
-                        w.input = BytesMut::from(&w.input[..]);
-                    }
                 }
                 // Wait for input or shutdown. Input is looked at first: what
                 // has arrived is answered even once shutdown has begun; only an
