@@ -245,16 +245,22 @@ impl Conn {
         String::from_utf8(all).unwrap()
     }
 
+    /// One reply line, CRLF included, read byte by byte so nothing after it
+    /// is consumed.
+    fn line(&mut self) -> String {
+        let mut line = Vec::new();
+        while !line.ends_with(b"\r\n") {
+            let mut b = [0u8; 1];
+            self.stream.read_exact(&mut b).expect("reply line");
+            line.push(b[0]);
+        }
+        String::from_utf8(line).unwrap()
+    }
+
     /// The YAML body of `stats`.
     fn stats(&mut self) -> String {
         self.send("stats\r\n");
-        let mut header = Vec::new();
-        while !header.ends_with(b"\r\n") {
-            let mut b = [0u8; 1];
-            self.stream.read_exact(&mut b).expect("stats header");
-            header.push(b[0]);
-        }
-        let header = String::from_utf8(header).unwrap();
+        let header = self.line();
         let len: usize = header
             .strip_prefix("OK ")
             .and_then(|s| s.trim_end().parse().ok())
@@ -536,12 +542,7 @@ fn big_body_churn_faults(env: &[(&str, &str)]) -> u64 {
         for _ in 0..per_conn {
             for c in conns.iter_mut() {
                 c.send("reserve\r\n");
-                let mut head = String::new();
-                while !head.ends_with("\r\n") {
-                    let mut b = [0u8; 1];
-                    c.stream.read_exact(&mut b).unwrap();
-                    head.push(b[0] as char);
-                }
+                let head = c.line();
                 let id = head.split(' ').nth(1).unwrap().to_string();
                 c.expect(&format!("{body}\r\n"));
                 c.roundtrip(&format!("delete {id}\r\n"), "DELETED\r\n");
