@@ -735,10 +735,18 @@ pub(crate) mod tests {
         let mut log = open(&dir, &fs, 1 << 20, SyncPolicy::Every(Duration::ZERO));
         let sync = log.sync_handle();
         let base = fs.faults.syncs();
+        // Every record is appended before any waiter starts: on the
+        // multi-threaded runtime a waiter spawned mid-way would start at once
+        // and could get a sync of its own, which made the count a race.
+        let positions: Vec<u64> = (1..=50)
+            .map(|id| {
+                log.append(&put(id, "x")).unwrap();
+                log.position()
+            })
+            .collect();
         let mut waits = Vec::new();
-        for id in 1..=50 {
-            log.append(&put(id, "x")).unwrap();
-            let (sync, pos) = (sync.clone(), log.position());
+        for pos in positions {
+            let sync = sync.clone();
             waits.push(tokio::spawn(async move { sync.wait_synced(pos).await }));
         }
         for w in waits {
