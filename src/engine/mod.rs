@@ -1098,6 +1098,7 @@ impl Engine {
 
     /// Checks the invariants listed in the module doc; for tests and fuzzing.
     pub fn check_invariants(&self) {
+        self.jobs.check_invariants();
         let mut ready = 0;
         let mut buried = 0;
         let mut reserved = 0;

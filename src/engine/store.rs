@@ -10,11 +10,20 @@
 //! are sparse) is one pass over every job, spread over the inserts and
 //! removes that follow, [`REPACK_STEP`] slots each, so no command pauses
 //! for it whatever the job count. A pass starts at most once per ~1/9 of
-//! the live body bytes freed. Neither the slab nor the table shrinks after
-//! a peak (as `HashMap` did not).
+//! the live body bytes freed.
+//!
+//! After a peak (a backlog drained), the slab and the table shrink: once
+//! the jobs fill a quarter of the slab, the jobs of its tail move into
+//! free slots below and the tail is cut off, then a table sized for the
+//! jobs left is built beside the old one. Both are spread over the inserts
+//! and removes that follow, [`SHRINK_STEP`] slots each, like repacking.
+//! A job that moves changes slot, so a walk over slots spread over time
+//! may miss it: binlog compaction tolerates that, as a segment is deleted
+//! only once it holds no live job.
 //!
 //! Invariants: `index` holds exactly the slots of live jobs; a free slot's
-//! job has id 0 (ids start at 1); a job's counts are `Counts::SPILLED`
+//! job has id 0 (ids start at 1) and its position in `free` as its `key`;
+//! `free` holds every free slot once; a job's counts are `Counts::SPILLED`
 //! exactly when `spilled` has its entry.
 
 use super::bodies::BodyArena;
@@ -34,7 +43,29 @@ pub struct JobStore {
     spilled: HashMap<JobId, JobCounts>,
     /// The next slot a repacking pass in progress visits.
     repack: Option<usize>,
+    /// Giving back the memory of a past peak, if under way.
+    shrink: Option<Shrink>,
+    /// Jobs moved to another slot so far (tests see shrinks happen).
+    #[cfg(test)]
+    relocations: u64,
 }
+
+/// The two phases of giving back a past peak's memory.
+#[derive(Debug)]
+enum Shrink {
+    /// Cutting the slab down to `target` slots: a free slot at the tail is
+    /// dropped, a live one moves to a free slot below first.
+    Slab { target: usize },
+    /// Building a table sized for the jobs left: it holds the live slots
+    /// below `next`, and replaces `index` once it holds them all.
+    Index { next: usize, index: HashTable<u32> },
+}
+
+/// Slots one insert or remove visits (or moves) while shrinking.
+const SHRINK_STEP: usize = 128;
+
+/// A slab of at most this many slots (256 KiB) is not worth shrinking.
+const SHRINK_MIN_SLOTS: usize = 4096;
 
 /// Slots a repacking pass visits per insert or remove: at most this many
 /// small bodies (4 KiB each at most) are copied by one operation, and a pass
@@ -106,7 +137,14 @@ impl JobStore {
         let slots = &self.slots;
         self.index
             .insert_unique(hash(id), slot, |&s| hash(slots[s as usize].id));
+        if let Some(Shrink::Index { next, index }) = &mut self.shrink {
+            // Slots from `next` on are still to be visited by the build.
+            if (slot as usize) < *next {
+                index.insert_unique(hash(id), slot, |&s| hash(slots[s as usize].id));
+            }
+        }
         self.repack_step();
+        self.shrink_step();
     }
 
     /// Takes a job out for good; its body is freed.
@@ -117,7 +155,17 @@ impl JobStore {
             .find_entry(hash(id), |&s| slots[s as usize].id == id)
             .ok()?;
         let (slot, _) = entry.remove();
-        let job = std::mem::replace(&mut self.slots[slot as usize], Job::new(0, 0, 0, 0, 0));
+        if let Some(Shrink::Index { next, index }) = &mut self.shrink {
+            if (slot as usize) < *next {
+                let slots = &self.slots;
+                if let Ok(e) = index.find_entry(hash(id), |&s| slots[s as usize].id == id) {
+                    e.remove();
+                }
+            }
+        }
+        let mut freed = Job::new(0, 0, 0, 0, 0);
+        freed.key = self.free.len() as u64;
+        let job = std::mem::replace(&mut self.slots[slot as usize], freed);
         self.free.push(slot);
         self.bodies.free(job.body);
         if job.counts == Counts::SPILLED {
@@ -126,8 +174,96 @@ impl JobStore {
         if self.repack.is_none() && self.bodies.is_fragmented() && self.bodies.begin_evacuation() {
             self.repack = Some(0);
         }
+        if self.shrink.is_none()
+            && self.slots.len() > SHRINK_MIN_SLOTS
+            && self.len() * 4 <= self.slots.len()
+        {
+            let target = (self.len() * 2).max(SHRINK_MIN_SLOTS / 2);
+            self.shrink = Some(Shrink::Slab { target });
+        }
         self.repack_step();
+        self.shrink_step();
         Some(job)
+    }
+
+    /// Jobs moved to another slot since the store was made.
+    #[cfg(test)]
+    pub fn relocations(&self) -> u64 {
+        self.relocations
+    }
+
+    /// One step of a shrink in progress, if any.
+    fn shrink_step(&mut self) {
+        self.shrink = match self.shrink.take() {
+            None => None,
+            Some(Shrink::Slab { target }) => self.shrink_slab(target),
+            Some(Shrink::Index { next, index }) => self.rebuild_index(next, index),
+        };
+    }
+
+    /// Cuts up to [`SHRINK_STEP`] slots off the slab's tail; once it is
+    /// down to `target` (or full), gives the spare capacity back and moves
+    /// on to the table.
+    fn shrink_slab(&mut self, target: usize) -> Option<Shrink> {
+        for _ in 0..SHRINK_STEP {
+            // Jobs put meanwhile may leave no free slot above `target`.
+            if self.slots.len() <= target || self.free.is_empty() {
+                self.slots.shrink_to_fit();
+                self.free.shrink_to_fit();
+                let index = HashTable::with_capacity(self.len());
+                return Some(Shrink::Index { next: 0, index });
+            }
+            let last = self.slots.len() - 1;
+            if self.slots[last].id == 0 {
+                self.take_free(last);
+            } else {
+                // Every free slot is below the live last one.
+                let to = self.free.pop().expect("a free slot") as usize;
+                let id = self.slots[last].id;
+                *self
+                    .index
+                    .find_mut(hash(id), |&s| s as usize == last)
+                    .expect("a live job is indexed") = to as u32;
+                // A repacking pass may already be past `to`.
+                if let Some(moved) = self.bodies.relocate(self.slots[last].body) {
+                    self.slots[last].body = moved;
+                }
+                self.slots.swap(to, last);
+                #[cfg(test)]
+                {
+                    self.relocations += 1;
+                }
+            }
+            self.slots.pop();
+        }
+        Some(Shrink::Slab { target })
+    }
+
+    /// Takes free `slot` out of the free list.
+    fn take_free(&mut self, slot: usize) {
+        let at = self.slots[slot].key as usize;
+        debug_assert_eq!(self.free[at] as usize, slot);
+        self.free.swap_remove(at);
+        if let Some(&moved) = self.free.get(at) {
+            self.slots[moved as usize].key = at as u64;
+        }
+    }
+
+    /// Adds the next [`SHRINK_STEP`] slots to the table being built; swaps
+    /// it in once it has every slot.
+    fn rebuild_index(&mut self, next: usize, mut index: HashTable<u32>) -> Option<Shrink> {
+        let end = (next + SHRINK_STEP).min(self.slots.len());
+        let slots = &self.slots;
+        for (slot, job) in slots.iter().enumerate().take(end).skip(next) {
+            if job.id != 0 {
+                index.insert_unique(hash(job.id), slot as u32, |&s| hash(slots[s as usize].id));
+            }
+        }
+        if end < self.slots.len() {
+            return Some(Shrink::Index { next: end, index });
+        }
+        self.index = index;
+        None
     }
 
     /// Moves the bodies of the next [`REPACK_STEP`] slots out of chunks
@@ -185,6 +321,24 @@ impl JobStore {
     /// Every live job, in no particular order.
     pub fn values(&self) -> impl Iterator<Item = &Job> {
         self.slots.iter().filter(|j| j.id != 0)
+    }
+
+    /// Checks the invariants listed in the module doc; for tests and fuzzing.
+    pub fn check_invariants(&self) {
+        let live = self.slots.iter().filter(|j| j.id != 0).count();
+        assert_eq!(self.index.len(), live, "the table holds every live job");
+        assert_eq!(self.free.len(), self.slots.len() - live, "every free slot");
+        for (at, &slot) in self.free.iter().enumerate() {
+            let job = &self.slots[slot as usize];
+            assert!(job.id == 0 && job.key == at as u64, "free slot {slot}");
+        }
+        for job in self.values() {
+            assert_eq!(self.get(job.id).map(|j| j.id), Some(job.id));
+        }
+        if let Some(Shrink::Index { next, index }) = &self.shrink {
+            let below = self.slots[..*next].iter().filter(|j| j.id != 0).count();
+            assert_eq!(index.len(), below, "the table being built");
+        }
     }
 }
 
@@ -362,6 +516,94 @@ mod tests {
                 assert_eq!(s.body(j), &body_of(id)[..], "job {id}");
             }
         }
+    }
+
+    /// Puts and deletes one job until a shrink in progress is done.
+    fn finish_shrink(s: &mut JobStore, spare_id: JobId) -> usize {
+        let mut ops = 0;
+        while s.shrink.is_some() {
+            s.insert(job(spare_id), JobCounts::default(), &body_of(spare_id));
+            s.remove(spare_id);
+            ops += 2;
+        }
+        ops
+    }
+
+    #[test]
+    fn a_drained_store_gives_back_its_slab_and_table_a_step_at_a_time() {
+        let mut s = store_of(100_000);
+        let (peak_slots, peak_table) = (s.slots.capacity(), s.index.capacity());
+        let (mut ops, mut shrinking_ops) = (0, 0);
+        for id in (1..=100_000).filter(|id| id % 100 != 0) {
+            let before = s.slot_count();
+            s.remove(id);
+            ops += 1;
+            shrinking_ops += usize::from(s.shrink.is_some());
+            assert!(
+                before - s.slot_count() <= SHRINK_STEP,
+                "one remove cut too much"
+            );
+            if ops % 10_000 == 0 {
+                s.check_invariants();
+            }
+        }
+        shrinking_ops += finish_shrink(&mut s, 1_000_000);
+        s.check_invariants();
+        assert!(
+            shrinking_ops > 100,
+            "shrinking took {shrinking_ops} operations"
+        );
+        assert!(s.relocations() > 0, "no job moved");
+        assert_eq!(s.len(), 1_000);
+        // Down to at most four slots a job, and no spare capacity.
+        assert!(s.slot_count() <= 4_000, "{} slots", s.slot_count());
+        assert!(s.slots.capacity() <= s.slot_count() + SHRINK_STEP);
+        assert!(
+            s.slots.capacity() * 20 < peak_slots,
+            "slab {peak_slots} -> {}",
+            s.slots.capacity()
+        );
+        assert!(
+            s.index.capacity() * 20 < peak_table,
+            "table {peak_table} -> {}",
+            s.index.capacity()
+        );
+        for id in (100..=100_000).step_by(100) {
+            assert_eq!(s.body(&s[&id]), &body_of(id)[..], "job {id}");
+        }
+    }
+
+    #[test]
+    fn growing_and_draining_in_random_order_keeps_every_job() {
+        let mut s = JobStore::default();
+        let mut live: Vec<JobId> = Vec::new();
+        let mut rng = crate::test_rng::Rng(0x5851_f42d_4c95_7f2d);
+        let mut next_id = 0;
+        // Peaks and troughs: each drain leaves a quarter, a tenth or nothing.
+        for (peak, trough) in [(30_000, 300), (12_000, 3_000), (20_000, 0), (8_000, 100)] {
+            while live.len() < peak {
+                next_id += 1;
+                s.insert(job(next_id), JobCounts::default(), &body_of(next_id));
+                live.push(next_id);
+                if rng.next() % 3 == 0 {
+                    let victim = live.swap_remove(rng.next() as usize % live.len());
+                    assert!(s.remove(victim).is_some());
+                }
+            }
+            while live.len() > trough {
+                let victim = live.swap_remove(rng.next() as usize % live.len());
+                assert_eq!(s.remove(victim).map(|j| j.id), Some(victim));
+                if live.len() % 2_000 == 0 {
+                    s.check_invariants();
+                }
+            }
+            s.check_invariants();
+            assert_eq!(s.len(), live.len());
+            for &id in &live {
+                assert_eq!(s.body(&s[&id]), &body_of(id)[..], "job {id}");
+            }
+        }
+        assert!(s.relocations() > 0);
     }
 
     #[test]
