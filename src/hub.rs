@@ -38,6 +38,8 @@ pub enum Step {
 struct State {
     engine: Engine,
     waiters: HashMap<ClientId, oneshot::Sender<Reply>>,
+    /// The most the engine held since memory was last given back.
+    held_peak: usize,
 }
 
 #[derive(Debug)]
@@ -50,7 +52,14 @@ pub struct Hub {
     timer_target: AtomicU64,
     /// Set when replies must wait for their binlog records to be synced.
     sync: Option<Arc<SyncShared>>,
+    /// Signalled when the engine let go of much of its memory (see
+    /// [`Hub::memory_released`]).
+    released: Notify,
 }
+
+/// The engine must have held this much before a release is signalled: the
+/// allocator keeps smaller amounts at no real cost.
+const RELEASE_FROM: usize = 8 << 20;
 
 const NO_DEADLINE: u64 = u64::MAX;
 
@@ -64,12 +73,22 @@ impl Hub {
             state: Mutex::new(State {
                 engine,
                 waiters: HashMap::new(),
+                held_peak: 0,
             }),
             clock,
             timer_wake: Notify::new(),
             timer_target: AtomicU64::new(NO_DEADLINE),
             sync: sync.filter(|s| s.sync_before_reply()),
+            released: Notify::new(),
         }
+    }
+
+    /// Resolves once the engine holds half of what it held at its peak
+    /// (of at least 8 MiB) since the last time: a backlog drained, and the
+    /// memory its jobs used is free. The allocator keeps freed memory for
+    /// reuse; the server then asks it to give that back to the system.
+    pub async fn memory_released(&self) {
+        self.released.notified().await
     }
 
     pub fn clock(&self) -> &Clock {
@@ -141,11 +160,24 @@ impl Hub {
         state.engine.maintain_journal();
         let logged = state.engine.journal_position();
         self.after_change(&mut state);
+        self.watch_memory(&mut state);
         let sync_to = match (&self.sync, logged) {
             (Some(_), Some(pos)) if Some(pos) != logged_before => Some(pos),
             _ => None,
         };
         Batch { step, sync_to }
+    }
+
+    /// Tracks the engine's peak memory; signals `released` when half of it
+    /// has been let go since.
+    fn watch_memory(&self, state: &mut State) {
+        let held = state.engine.memory_held();
+        if held > state.held_peak {
+            state.held_peak = held;
+        } else if state.held_peak >= RELEASE_FROM && held <= state.held_peak / 2 {
+            state.held_peak = held;
+            self.released.notify_one();
+        }
     }
 
     /// Waits until the binlog is on disk up to `pos` (group commit: one
@@ -210,7 +242,9 @@ impl Hub {
     }
 
     fn deliver_wakeups(&self, state: &mut State) {
-        let State { engine, waiters } = state;
+        let State {
+            engine, waiters, ..
+        } = state;
         for (client, reply) in engine.take_wakeups() {
             tracing::trace!(conn = client, "-> {}", reply.head());
             if let Some(tx) = waiters.remove(&client) {

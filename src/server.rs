@@ -212,6 +212,7 @@ impl Server {
             max_job_size,
         } = self;
         let timer = tokio::spawn(run_timer(hub.clone()));
+        let trimmer = tokio::spawn(give_back_memory(hub.clone()));
         let stop = CancellationToken::new();
         let mut sessions = JoinSet::new();
         tokio::select! {
@@ -244,6 +245,7 @@ impl Server {
         }
 
         timer.abort();
+        trimmer.abort();
         // Whatever the -f/-F policy: a clean stop loses nothing.
         hub.sync_journal().inspect_err(|e| {
             tracing::error!("binlog sync at shutdown failed: {e}");
@@ -574,6 +576,19 @@ async fn run_timer(hub: Arc<Hub>) {
                 }
             }
             None => hub.timer_changed().await,
+        }
+    }
+}
+
+/// Once a backlog has drained (the engine let go of half its peak memory),
+/// asks the allocator to return its free pages to the system, on a blocking
+/// thread: it takes ~0.1 ms per MB freed, during which the runtime's own
+/// allocations wait.
+async fn give_back_memory(hub: Arc<Hub>) {
+    loop {
+        hub.memory_released().await;
+        if let Ok(true) = tokio::task::spawn_blocking(os::release_free_memory).await {
+            tracing::debug!("returned freed memory to the system");
         }
     }
 }

@@ -577,6 +577,68 @@ fn big_bodies_reuse_heap_memory_instead_of_faulting_it_back_in() {
     );
 }
 
+/// The daemon's resident memory in bytes (`VmRSS` of `/proc/PID/status`).
+fn rss(d: &Daemon) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kb * 1024
+}
+
+#[test]
+fn a_drained_backlog_gives_its_memory_back() {
+    // beanstalkd keeps the memory of its biggest backlog for ever (its
+    // issues #205, #642, #649). stalkd shrinks its job table and asks the
+    // allocator to return the freed heap once half of it is free.
+    let (mut d, addr) = start_tcp(LOCALHOST, &[], false);
+    let mut c = d.connect(addr);
+    c.roundtrip("put 0 0 60 1\r\nx\r\n", "INSERTED 1\r\n");
+    c.roundtrip("delete 1\r\n", "DELETED\r\n");
+    let base = rss(&d);
+    let body = "m".repeat(200);
+    let (jobs, batch) = (100_000u64, 1_000u64);
+    for first in (2..2 + jobs).step_by(batch as usize) {
+        let puts: String = (0..batch)
+            .map(|_| format!("put 0 0 60 200\r\n{body}\r\n"))
+            .collect();
+        c.send(&puts);
+        for id in first..first + batch {
+            assert_eq!(c.line(), format!("INSERTED {id}\r\n"));
+        }
+    }
+    let peak = rss(&d);
+    assert!(peak > base + jobs * 250, "{base} -> {peak}: jobs not held?");
+    for first in (2..2 + jobs).step_by(batch as usize) {
+        let deletes: String = (first..first + batch)
+            .map(|id| format!("delete {id}\r\n"))
+            .collect();
+        c.send(&deletes);
+        for _ in 0..batch {
+            assert_eq!(c.line(), "DELETED\r\n");
+        }
+    }
+    // The allocator is asked on a thread of its own: allow it a moment.
+    let goal = base + (peak - base) / 4;
+    let end = Instant::now() + WAIT;
+    let mut now = rss(&d);
+    while now > goal && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+        now = rss(&d);
+    }
+    assert!(
+        now <= goal,
+        "RSS {base} before, {peak} with {jobs} jobs, still {now} after deleting them"
+    );
+    c.roundtrip(
+        "put 0 0 60 1\r\ny\r\n",
+        &format!("INSERTED {}\r\n", jobs + 2),
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Signals.
 

@@ -44,6 +44,8 @@ pub struct BodyArena {
     free_big: Vec<u32>,
     /// Bytes of small bodies stored.
     live: usize,
+    /// Bytes of big bodies stored.
+    big_bytes: usize,
 }
 
 impl BodyRef {
@@ -76,6 +78,7 @@ impl BodyArena {
     /// Keeps `body` and returns where it is.
     pub fn store(&mut self, body: &Bytes) -> BodyRef {
         if body.len() > SMALL_BODY {
+            self.big_bytes += body.len();
             let slot = match self.free_big.pop() {
                 Some(slot) => {
                     self.big[slot as usize] = Some(body.clone());
@@ -177,10 +180,17 @@ impl BodyArena {
             }
             None => {
                 let slot = r.0 as u32;
-                self.big[slot as usize] = None;
+                if let Some(body) = self.big[slot as usize].take() {
+                    self.big_bytes -= body.len();
+                }
                 self.free_big.push(slot);
             }
         }
+    }
+
+    /// Bytes held for bodies: chunks of small ones, and big ones.
+    pub fn held(&self) -> usize {
+        self.allocated() + self.big_bytes
     }
 
     /// Bytes of chunks allocated.

@@ -1096,6 +1096,11 @@ impl Engine {
         })
     }
 
+    /// Bytes allocated for jobs and their bodies, spare capacity included.
+    pub fn memory_held(&self) -> usize {
+        self.jobs.memory_held()
+    }
+
     /// Checks the invariants listed in the module doc; for tests and fuzzing.
     pub fn check_invariants(&self) {
         self.jobs.check_invariants();

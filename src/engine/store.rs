@@ -323,6 +323,18 @@ impl JobStore {
         self.slots.iter().filter(|j| j.id != 0)
     }
 
+    /// Bytes allocated for the jobs (slab, free list, table, bodies),
+    /// spare capacity included: what draining the store can give back.
+    pub fn memory_held(&self) -> usize {
+        // A table bucket is a 4-byte slot and a control byte; hashbrown
+        // keeps at least 1/8 of its buckets empty.
+        let table = self.index.capacity() * 5 * 8 / 7;
+        self.slots.capacity() * std::mem::size_of::<Job>()
+            + self.free.capacity() * 4
+            + table
+            + self.bodies.held()
+    }
+
     /// Checks the invariants listed in the module doc; for tests and fuzzing.
     pub fn check_invariants(&self) {
         let live = self.slots.iter().filter(|j| j.id != 0).count();

@@ -1,6 +1,6 @@
 //! The few operating-system calls that std and tokio do not offer: the
 //! file-descriptor limit, `IPV6_V6ONLY`, user lookup and privilege drop,
-//! systemd socket activation, and glibc's heap-trimming thresholds.
+//! systemd socket activation, and glibc's heap trimming.
 //!
 //! All of the daemon's `unsafe` lives here, but for the binlog's memory
 //! mapping (`binlog/mapped.rs`). Each block is a plain libc call on memory
@@ -77,6 +77,21 @@ pub fn tune_allocator() -> bool {
 /// Other C libraries have their own policies; nothing to tune.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn tune_allocator() -> bool {
+    false
+}
+
+/// Returns the heap's free pages to the kernel (glibc keeps freed memory
+/// inside the heap for reuse, and only trims its top). Returns whether any
+/// memory was released.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn release_free_memory() -> bool {
+    // SAFETY: a plain libc call with no pointers; glibc locks its arenas.
+    unsafe { libc::malloc_trim(0) == 1 }
+}
+
+/// Other C libraries decide for themselves.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn release_free_memory() -> bool {
     false
 }
 
