@@ -241,13 +241,21 @@ time_metric() {
 # Turns the results file into "case metric name value" lines.
 metric_lines() {
     while IFS=$'\t' read -r c name _round json; do
-        local rss
+        local rss kept=""
         rss=$(json_num "$json" rss_per_job)
         [ -n "$rss" ] || rss=$(json_num "$json" rss_per_conn)
+        # memory: RSS still held per job once every job is deleted.
+        local after_delete
+        after_delete=$(json_num "$json" rss_after_delete)
+        if [ -n "$after_delete" ]; then
+            kept=$(awk -v a="$after_delete" -v b="$(json_num "$json" rss_before)" \
+                -v n="$(json_num "$json" jobs)" 'BEGIN { if (n > 0) printf "%.1f", (a - b) / n }')
+        fi
         for m in "jobs_per_s:$(json_num "$json" jobs_per_s)" \
             "p99_us:$(json_num "$json" p99_us)" \
             "cpu_s_per_100k:$(json_num "$json" cpu_s_per_100k)" \
             "rss_bytes_per_unit:$rss" \
+            "kept_bytes_per_job:$kept" \
             "errors:$(json_num "$json" errors)" \
             "$(time_metric "$c" "$json")"; do
             [ -n "${m#*:}" ] && printf '%s %s %s %s\n' "$c" "${m%%:*}" "$name" "${m#*:}"
@@ -272,10 +280,11 @@ table() {
           vals[++n] = $4 }
         END {
             flush()
-            nm = split("jobs_per_s p99_us time_s cpu_s_per_100k rss_bytes_per_unit errors", ms, " ")
+            nm = split("jobs_per_s p99_us time_s cpu_s_per_100k rss_bytes_per_unit kept_bytes_per_job errors", ms, " ")
             label["jobs_per_s"] = "jobs/s"; label["p99_us"] = "p99 us"
             label["cpu_s_per_100k"] = "cpu s/100k jobs"; label["rss_bytes_per_unit"] = "rss B/job|conn"
             label["errors"] = "errors (sum)"; label["time_s"] = "time s"
+            label["kept_bytes_per_job"] = "kept B/job (del)"
             printf "%-14s %-16s %14s %14s %8s\n", "case", "metric", A, B, A "/" B
             nc = split(order, cl, " ")
             for (ci = 1; ci <= nc; ci++) {
