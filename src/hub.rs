@@ -61,6 +61,9 @@ pub struct Hub {
 /// allocator keeps smaller amounts at no real cost.
 const RELEASE_FROM: usize = 8 << 20;
 
+/// What a connection costs, buffers aside (protocol.md §4: 0.9-1.2 KiB).
+const MEMORY_PER_CONNECTION: usize = 1024;
+
 const NO_DEADLINE: u64 = u64::MAX;
 
 /// Replies buffered per batch before the session must write them out.
@@ -83,10 +86,11 @@ impl Hub {
         }
     }
 
-    /// Resolves once the engine holds half of what it held at its peak
-    /// (of at least 8 MiB) since the last time: a backlog drained, and the
-    /// memory its jobs used is free. The allocator keeps freed memory for
-    /// reuse; the server then asks it to give that back to the system.
+    /// Resolves once jobs and connections hold half of what they held at
+    /// their peak (of at least 8 MiB) since the last time: a backlog
+    /// drained, or thousands of clients left, and their memory is free. The
+    /// allocator keeps freed memory for reuse; the server then asks it to
+    /// give that back to the system.
     pub async fn memory_released(&self) {
         self.released.notified().await
     }
@@ -111,6 +115,7 @@ impl Hub {
         state.waiters.remove(&client);
         state.engine.disconnect(now, client);
         self.after_change(&mut state);
+        self.watch_memory(&mut state);
     }
 
     /// Applies queued frames in order until they run out, the client blocks
@@ -168,10 +173,10 @@ impl Hub {
         Batch { step, sync_to }
     }
 
-    /// Tracks the engine's peak memory; signals `released` when half of it
-    /// has been let go since.
+    /// Tracks the peak memory of jobs and connections; signals `released`
+    /// when half of it has been let go since.
     fn watch_memory(&self, state: &mut State) {
-        let held = state.engine.memory_held();
+        let held = state.engine.memory_held() + state.engine.client_count() * MEMORY_PER_CONNECTION;
         if held > state.held_peak {
             state.held_peak = held;
         } else if state.held_peak >= RELEASE_FROM && held <= state.held_peak / 2 {

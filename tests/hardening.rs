@@ -877,7 +877,26 @@ async fn ten_thousand_waiters() {
         "10k waiters: {N} connections blocked in reserve in {connected:?} \
          ({per_waiter} B of server RSS each); {N} puts delivered exactly once in {delivered:?}"
     );
+
+    // Once they have gone, their memory goes back to the system.
+    let held = d.rss();
     drop(streams);
+    drop(producer);
+    let end = Instant::now() + WAIT;
+    let mut now = d.rss();
+    loop {
+        let conns = stat(&admin.yaml("stats\r\n").await, "current-connections");
+        if conns == 1 && now <= base + (held - base) / 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "{conns} connections; RSS {base} before, {held} with {N} workers, {now} after"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        now = d.rss();
+    }
+    println!("10k waiters gone: server RSS {held} -> {now}");
 }
 
 /// Pipelines `request` and reads exactly `reply`.

@@ -1101,6 +1101,11 @@ impl Engine {
         self.jobs.memory_held()
     }
 
+    /// Connections open.
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
     /// Checks the invariants listed in the module doc; for tests and fuzzing.
     pub fn check_invariants(&self) {
         self.jobs.check_invariants();
