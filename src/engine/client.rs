@@ -39,7 +39,7 @@ pub struct Client {
     /// Reserved jobs by TTR deadline, so the soonest is the first, each
     /// with an engine-wide sequence number: on disconnect they go back to
     /// ready in the order they were reserved.
-    pub reserved: BTreeMap<(Time, JobId), u64>,
+    pub reserved: Reservations,
     pub wait: Option<Wait>,
     pub producer: bool,
     pub worker: bool,
@@ -50,7 +50,7 @@ impl Client {
         Client {
             using: default_tube,
             watching: Watching::one(default_tube),
-            reserved: BTreeMap::new(),
+            reserved: Reservations::default(),
             wait: None,
             producer: false,
             worker: false,
@@ -60,8 +60,8 @@ impl Client {
     /// When the 1-second safety margin before the soonest TTR deadline starts.
     pub fn margin_at(&self) -> Option<Time> {
         self.reserved
-            .first_key_value()
-            .map(|(&(deadline, _), _)| deadline.saturating_sub(super::SAFETY_MARGIN))
+            .first()
+            .map(|((deadline, _), _)| deadline.saturating_sub(super::SAFETY_MARGIN))
     }
 
     pub fn is_wide(&self) -> bool {
@@ -70,6 +70,88 @@ impl Client {
 
     pub fn is_deadline_soon(&self, now: Time) -> bool {
         self.margin_at().is_some_and(|m| now >= m)
+    }
+}
+
+/// A reservation's key: the job's TTR deadline, then its id.
+pub type ReservationKey = (Time, JobId);
+
+/// A client's reserved jobs, ordered by [`ReservationKey`], each with the
+/// engine-wide sequence number of its reserve. Most workers hold one job at
+/// a time: that one is kept inline, where a map costs a 280-byte node for
+/// every worker holding a job.
+#[derive(Debug, Default)]
+pub enum Reservations {
+    #[default]
+    None,
+    One(ReservationKey, u64),
+    Many(BTreeMap<ReservationKey, u64>),
+}
+
+impl Reservations {
+    pub fn insert(&mut self, key: ReservationKey, seq: u64) {
+        match self {
+            Reservations::None => *self = Reservations::One(key, seq),
+            Reservations::One(k, s) => {
+                *self = Reservations::Many(BTreeMap::from([(*k, *s), (key, seq)]));
+            }
+            Reservations::Many(map) => {
+                map.insert(key, seq);
+            }
+        }
+    }
+
+    /// Removes the reservation; returns its sequence number.
+    pub fn remove(&mut self, key: &ReservationKey) -> Option<u64> {
+        match self {
+            Reservations::One(k, s) if k == key => {
+                let seq = *s;
+                *self = Reservations::None;
+                Some(seq)
+            }
+            Reservations::None | Reservations::One(..) => None,
+            Reservations::Many(map) => {
+                let seq = map.remove(key);
+                if map.len() <= 1 {
+                    // Back to the common case: give the map's node back.
+                    *self = match map.pop_first() {
+                        Some((k, s)) => Reservations::One(k, s),
+                        None => Reservations::None,
+                    };
+                }
+                seq
+            }
+        }
+    }
+
+    pub fn contains_key(&self, key: &ReservationKey) -> bool {
+        match self {
+            Reservations::None => false,
+            Reservations::One(k, _) => k == key,
+            Reservations::Many(map) => map.contains_key(key),
+        }
+    }
+
+    /// The reservation with the smallest key (the soonest deadline).
+    pub fn first(&self) -> Option<(ReservationKey, u64)> {
+        match self {
+            Reservations::None => None,
+            Reservations::One(k, s) => Some((*k, *s)),
+            Reservations::Many(map) => map.first_key_value().map(|(&k, &s)| (k, s)),
+        }
+    }
+
+    /// Every reservation, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (ReservationKey, u64)> + '_ {
+        let (one, many) = match self {
+            Reservations::None => (None, None),
+            Reservations::One(k, s) => (Some((*k, *s)), None),
+            Reservations::Many(map) => (None, Some(map)),
+        };
+        one.into_iter().chain(
+            many.into_iter()
+                .flat_map(|m| m.iter().map(|(&k, &s)| (k, s))),
+        )
     }
 }
 
@@ -184,6 +266,30 @@ impl<'a> IntoIterator for &'a Watching {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reservations_behave_as_an_ordered_map_and_shrink_back_inline() {
+        let mut r = Reservations::default();
+        let mut model = BTreeMap::new();
+        let mut rng = crate::test_rng::Rng(0x9e37_79b9_7f4a_7c15);
+        for step in 0..20_000u64 {
+            let x = rng.next();
+            let key = ((x % 7) * 1000, (x >> 8) % 5);
+            if x % 3 == 0 {
+                assert_eq!(r.remove(&key), model.remove(&key));
+            } else if let std::collections::btree_map::Entry::Vacant(v) = model.entry(key) {
+                v.insert(step);
+                r.insert(key, step);
+            }
+            assert_eq!(r.first(), model.first_key_value().map(|(&k, &s)| (k, s)));
+            assert_eq!(r.contains_key(&key), model.contains_key(&key));
+            let all: Vec<_> = r.iter().collect();
+            let want: Vec<_> = model.iter().map(|(&k, &s)| (k, s)).collect();
+            assert_eq!(all, want);
+            // One or none is never a map.
+            assert_eq!(matches!(r, Reservations::Many(_)), model.len() > 1);
+        }
+    }
 
     #[test]
     fn watch_order_survives_growing_and_shrinking() {

@@ -175,7 +175,7 @@ impl Engine {
         let mut returned: Vec<(u64, Time, JobId)> = c
             .reserved
             .iter()
-            .map(|(&(deadline, id), &seq)| (seq, deadline, id))
+            .map(|((deadline, id), seq)| (seq, deadline, id))
             .collect();
         returned.sort_unstable();
         for (_, deadline, id) in returned {
