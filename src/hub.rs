@@ -1,4 +1,4 @@
-//! The one owner of the engine: a mutex around it, plus the channels that
+//! The one owner of the engine: a mutex around it, plus the mailboxes that
 //! carry replies to connections blocked in `reserve`.
 //!
 //! Every critical section is short and does no I/O: sessions lock once per
@@ -13,7 +13,8 @@ use crate::protocol::{Command, Frame, Outbox, Reply};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::{oneshot, Notify};
+use std::task::{Context, Poll, Waker};
+use tokio::sync::Notify;
 
 /// What a session must do after a batch: wait for the binlog to reach
 /// `sync_to` on disk (`-f 0`) before writing the replies, then act on `step`.
@@ -28,16 +29,29 @@ pub struct Batch {
 pub enum Step {
     /// Every frame was answered.
     Done,
-    /// The client is blocked in reserve; the answer comes on this channel.
-    Wait(oneshot::Receiver<Reply>),
+    /// The client is blocked in reserve; [`Hub::poll_answer`] gives the
+    /// answer.
+    Wait,
     /// The client sent `quit`.
     Quit,
+}
+
+/// Where the answer to a blocked reserve is left for its session: one map
+/// entry per waiting client, where a channel per wait cost an allocation
+/// of 104 bytes.
+#[derive(Debug)]
+enum Mailbox {
+    /// Not answered yet; the waker of the session waiting for it.
+    Waiting(Option<Waker>),
+    /// Boxed, so waiting entries stay small: an answer is only here until
+    /// its session runs.
+    Answered(Box<Reply>),
 }
 
 #[derive(Debug)]
 struct State {
     engine: Engine,
-    waiters: HashMap<ClientId, oneshot::Sender<Reply>>,
+    waiters: HashMap<ClientId, Mailbox>,
     /// The most the engine held since memory was last given back.
     held_peak: usize,
 }
@@ -155,9 +169,8 @@ impl Hub {
                     out.push(&reply)
                 }
                 Outcome::Wait => {
-                    let (tx, rx) = oneshot::channel();
-                    state.waiters.insert(client, tx);
-                    step = Step::Wait(rx);
+                    state.waiters.insert(client, Mailbox::Waiting(None));
+                    step = Step::Wait;
                     break;
                 }
             }
@@ -199,10 +212,34 @@ impl Hub {
         self.lock().engine.sync_journal()
     }
 
+    /// The answer to `client`'s blocked reserve, once it has one. `None`
+    /// if the client is not waiting (its wait was abandoned).
+    pub fn poll_answer(&self, client: ClientId, cx: &mut Context<'_>) -> Poll<Option<Reply>> {
+        let mut state = self.lock();
+        match state.waiters.get_mut(&client) {
+            None => Poll::Ready(None),
+            Some(Mailbox::Waiting(waker)) => {
+                match waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            Some(Mailbox::Answered(_)) => match state.waiters.remove(&client) {
+                Some(Mailbox::Answered(reply)) => Poll::Ready(Some(*reply)),
+                _ => unreachable!("the entry just seen"),
+            },
+        }
+    }
+
     /// Ends a blocked reserve because the peer half-closed. Returns false if
-    /// the reserve had already been answered.
+    /// the reserve had already been answered: the answer then waits for
+    /// [`poll_answer`](Self::poll_answer).
     pub fn abandon_wait(&self, client: ClientId) -> bool {
         let mut state = self.lock();
+        if let Some(Mailbox::Answered(_)) = state.waiters.get(&client) {
+            return false;
+        }
         state.waiters.remove(&client);
         state.engine.time_out_wait(client)
     }
@@ -252,10 +289,13 @@ impl Hub {
         } = state;
         for (client, reply) in engine.take_wakeups() {
             tracing::trace!(conn = client, "-> {}", reply.head());
-            if let Some(tx) = waiters.remove(&client) {
-                // A session that is gone has its reservation returned by
-                // its disconnect, so a failed send loses nothing.
-                let _ = tx.send(reply);
+            // A session that is gone has no mailbox; its disconnect
+            // returned its reservation, so nothing is lost.
+            if let Some(mailbox) = waiters.get_mut(&client) {
+                let answered = Mailbox::Answered(Box::new(reply));
+                if let Mailbox::Waiting(Some(waker)) = std::mem::replace(mailbox, answered) {
+                    waker.wake();
+                }
             }
         }
     }
