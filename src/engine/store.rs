@@ -210,6 +210,10 @@ impl JobStore {
     /// down to `target` (or full), gives the spare capacity back and moves
     /// on to the table.
     fn shrink_slab(&mut self, target: usize) -> Option<Shrink> {
+        // Capacity is handed back a step at a time too: freeing the whole
+        // spare tail at the end (tens of MB) took milliseconds.
+        self.slots.shrink_to(self.slots.len());
+        self.free.shrink_to(self.free.len());
         for _ in 0..SHRINK_STEP {
             // Jobs put meanwhile may leave no free slot above `target`.
             if self.slots.len() <= target || self.free.is_empty() {
@@ -560,6 +564,10 @@ mod tests {
                 before - s.slot_count() <= SHRINK_STEP,
                 "one remove cut too much"
             );
+            if let Some(Shrink::Slab { .. }) = s.shrink {
+                // Capacity goes as the slab is cut, not all at the end.
+                assert!(s.slots.capacity() <= s.slot_count() + SHRINK_STEP);
+            }
             if ops % 10_000 == 0 {
                 s.check_invariants();
             }
