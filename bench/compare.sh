@@ -7,6 +7,7 @@
 # several rounds; the table shows the median of each metric and the A/B ratio.
 #
 #   bench/compare.sh [--rounds N] [--duration S] [--cases "put cycle ..."] [--durable] [--quick] [--out DIR]
+#   bench/compare.sh --report DIR   (the table of a finished run in DIR, again)
 #   (--durable: put+reserve+delete with 1, 10 and 100 clients, with -b and with -b -f 0)
 #
 # Environment:
@@ -26,12 +27,13 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ROUNDS=3
 DURATION=5
 OUT=""
+REPORT=""
 DURABLE_CASES="prd-c1-binlog prd-c10-binlog prd-c100-binlog prd-c1-fsync prd-c10-fsync prd-c100-fsync"
 CASES_DEFAULT="put pipeline-put pipeline-prd reserve cycle cycle-paced many-conns tubes-100 tubes-10k big delayed memory idle-conns put-binlog cycle-binlog put-fsync cycle-fsync"
 CASES="$CASES_DEFAULT"
 
 usage() {
-    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
     echo "cases: $CASES_DEFAULT"
 }
 
@@ -43,6 +45,7 @@ while [ $# -gt 0 ]; do
         --durable) CASES=$DURABLE_CASES; shift ;;
         --quick) ROUNDS=1; DURATION=2; shift ;;
         --out) OUT=$2; shift 2 ;;
+        --report) REPORT=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -246,7 +249,8 @@ metric_lines() {
         [ -n "$rss" ] || rss=$(json_num "$json" rss_per_conn)
         # memory: RSS still held per job once every job is deleted.
         local after_delete
-        after_delete=$(json_num "$json" rss_after_delete)
+        # (only the memory scenario reports it; grep finds nothing elsewhere)
+        after_delete=$(json_num "$json" rss_after_delete || true)
         if [ -n "$after_delete" ]; then
             kept=$(awk -v a="$after_delete" -v b="$(json_num "$json" rss_before)" \
                 -v n="$(json_num "$json" jobs)" 'BEGIN { if (n > 0) printf "%.1f", (a - b) / n }')
@@ -309,6 +313,13 @@ table() {
 }
 
 main() {
+    if [ -n "$REPORT" ]; then
+        # Only print the table of a finished run (its results.tsv).
+        RESULTS=$REPORT/results.tsv
+        CASES=$(cut -f1 "$RESULTS" | awk '!seen[$0]++' | tr '\n' ' ')
+        table
+        return
+    fi
     build
     ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
     OUT=${OUT:-$(mktemp -d -t stalkd-compare.XXXXXX)}
