@@ -333,6 +333,18 @@ mod tests {
         r
     }
 
+    /// Puts a job of body `body(id)` for each id, which must be the next ids.
+    fn put_each(
+        e: &mut Engine,
+        c: ClientId,
+        ids: std::ops::RangeInclusive<JobId>,
+        body: impl Fn(JobId) -> String,
+    ) {
+        for id in ids {
+            assert_eq!(run(e, T0, c, put(1, 0, &body(id))), Reply::Inserted(id));
+        }
+    }
+
     fn put(pri: u32, delay: u32, body: &str) -> Command {
         Command::Put {
             pri,
@@ -460,12 +472,7 @@ mod tests {
         let mut e = boot(&dir, max, T0);
         let c = e.connect();
         let body = |id: JobId| format!("{id:0>1000}");
-        for id in 1..=8_000 {
-            assert_eq!(
-                run(&mut e, T0, c, put(1, 0, &body(id))),
-                Reply::Inserted(id)
-            );
-        }
+        put_each(&mut e, c, 1..=8_000, body);
         // Three jobs in five die, with maintenance after each delete as the
         // hub runs it after each batch, then until it has nothing left to
         // do. The log soon holds over twice the live data, and every old
@@ -533,23 +540,13 @@ mod tests {
         let mut e = boot(&dir, max, T0);
         let c = e.connect();
         let body = |id: JobId| format!("{id:0>200}");
-        for id in 1..=20_000 {
-            assert_eq!(
-                run(&mut e, T0, c, put(1, 0, &body(id))),
-                Reply::Inserted(id)
-            );
-        }
+        put_each(&mut e, c, 1..=20_000, body);
         // The first half dies and newer jobs take its slots: the oldest
         // jobs, in the oldest segments, now fill the slab's tail.
         for id in 1..=10_000 {
             assert_eq!(run(&mut e, T0, c, Command::Delete(id)), Reply::Deleted);
         }
-        for id in 20_001..=30_000 {
-            assert_eq!(
-                run(&mut e, T0, c, put(1, 0, &body(id))),
-                Reply::Inserted(id)
-            );
-        }
+        put_each(&mut e, c, 20_001..=30_000, body);
         // Then nearly everything dies, so the store shrinks (moving the
         // tail's jobs down into freed slots) while compaction passes walk
         // the slots to rewrite those same old jobs.
