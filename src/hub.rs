@@ -71,9 +71,9 @@ pub struct Hub {
     released: Notify,
 }
 
-/// The engine must have held this much before a release is signalled: the
-/// allocator keeps smaller amounts at no real cost.
-const RELEASE_FROM: usize = 8 << 20;
+/// At least this much must have been let go before a release is
+/// signalled: the allocator keeps smaller amounts at no real cost.
+const RELEASE_FROM: usize = 4 << 20;
 
 /// What a connection costs, buffers aside (protocol.md §4: 0.9-1.2 KiB).
 const MEMORY_PER_CONNECTION: usize = 1024;
@@ -101,7 +101,7 @@ impl Hub {
     }
 
     /// Resolves once jobs and connections hold half of what they held at
-    /// their peak (of at least 8 MiB) since the last time: a backlog
+    /// their peak since the last time, and at least 4 MiB less: a backlog
     /// drained, or thousands of clients left, and their memory is free. The
     /// allocator keeps freed memory for reuse; the server then asks it to
     /// give that back to the system.
@@ -192,7 +192,7 @@ impl Hub {
         let held = state.engine.memory_held() + state.engine.client_count() * MEMORY_PER_CONNECTION;
         if held > state.held_peak {
             state.held_peak = held;
-        } else if state.held_peak >= RELEASE_FROM && held <= state.held_peak / 2 {
+        } else if held <= state.held_peak / 2 && state.held_peak - held >= RELEASE_FROM {
             state.held_peak = held;
             self.released.notify_one();
         }

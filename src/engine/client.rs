@@ -93,6 +93,7 @@ impl Reservations {
         match self {
             Reservations::None => *self = Reservations::One(key, seq),
             Reservations::One(k, s) => {
+                debug_assert!(*k != key, "a job reserved twice");
                 *self = Reservations::Many(BTreeMap::from([(*k, *s), (key, seq)]));
             }
             Reservations::Many(map) => {

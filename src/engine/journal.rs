@@ -233,8 +233,10 @@ impl Engine {
                 self.compaction = Some(pass);
                 break;
             }
-            // Pass done: the segment holds no live job; collect it and go on
-            // while the budget lasts.
+            // Pass done: the segment holds no live job, unless the store
+            // moved one behind the cursor (then its live count keeps the
+            // segment, and the next pass finds the job); collect it and go
+            // on while the budget lasts.
             if slots_left == 0 || bytes_left == 0 {
                 if let Some(j) = self.journal.as_mut() {
                     j.collect_garbage(deletions_left);

@@ -111,7 +111,8 @@ impl JobStore {
     }
 
     /// The live job in `slot`, if any; a walk over every slot visits every
-    /// job once (a job keeps its slot while it lives).
+    /// job once, unless the store shrinks meanwhile (it moves jobs from the
+    /// tail into free slots below).
     pub fn at_slot(&self, slot: usize) -> Option<&Job> {
         self.slots.get(slot).filter(|j| j.id != 0)
     }
@@ -244,6 +245,11 @@ impl JobStore {
                 }
             }
             self.slots.pop();
+            if self.repack == Some(self.slots.len()) {
+                // The repacking pass had visited every slot left (the jobs
+                // moved down were relocated above): it is done.
+                self.repack = None;
+            }
         }
         Some(Shrink::Slab { target })
     }
@@ -595,6 +601,34 @@ mod tests {
         );
         for id in (100..=100_000).step_by(100) {
             assert_eq!(s.body(&s[&id]), &body_of(id)[..], "job {id}");
+        }
+    }
+
+    #[test]
+    fn a_repack_pass_meeting_a_shrinking_slab_ends_cleanly() {
+        // The repack cursor climbs from slot 0 while the shrink cuts the
+        // slab from its tail, 128 slots each per operation: they meet.
+        // Slab lengths a slot-step apart land the meeting on every offset.
+        for n in (20_000..20_400).step_by(16) {
+            let mut s = store_of(n);
+            let mut ids = 1..=n;
+            // Down to one job above the point where shrinking starts.
+            while s.len() * 4 > s.slot_count() + 4 {
+                s.remove(ids.next().unwrap());
+            }
+            assert!(s.shrink.is_none());
+            s.repack = Some(0);
+            let mut overlapped = false;
+            for id in ids.by_ref().take(n as usize / 8) {
+                s.remove(id);
+                overlapped |= s.repack.is_some() && matches!(s.shrink, Some(Shrink::Slab { .. }));
+            }
+            assert!(overlapped, "n = {n}: the passes never ran together");
+            s.finish_repack();
+            s.check_invariants();
+            for id in ids {
+                assert_eq!(s.body(&s[&id]), &body_of(id)[..], "job {id}");
+            }
         }
     }
 
