@@ -300,3 +300,81 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{EngineConfig, HostInfo};
+    use crate::protocol::PutBody;
+    use bytes::Bytes;
+    use std::task::Waker;
+
+    fn hub() -> Hub {
+        let config = EngineConfig {
+            max_job_size: 65535,
+            binlog_max_size: 10_485_760,
+            host: HostInfo::fixed(),
+        };
+        let clock = Clock::manual();
+        Hub::new(Engine::new(config, clock.now()), clock, None)
+    }
+
+    /// Runs one command for `client` and returns how its batch ended.
+    fn run(hub: &Hub, client: ClientId, cmd: Command) -> Step {
+        let mut out = Outbox::new();
+        let mut frames = VecDeque::from([Frame::Command(cmd)]);
+        hub.run(client, &mut frames, &mut out).step
+    }
+
+    fn put(body: &'static [u8]) -> Command {
+        Command::Put {
+            pri: 0,
+            delay: 0,
+            ttr: 60,
+            body: PutBody::Body(Bytes::from_static(body)),
+        }
+    }
+
+    #[test]
+    fn an_answer_that_beat_a_half_close_is_still_delivered_once() {
+        let hub = hub();
+        let (worker, producer) = (hub.connect(), hub.connect());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(run(&hub, worker, Command::Reserve), Step::Wait));
+        assert!(hub.poll_answer(worker, &mut cx).is_pending());
+        run(&hub, producer, put(b"job\r\n"));
+        // The peer half-closes after the job was handed over: the reserve
+        // is not withdrawn, and the answer is there exactly once.
+        assert!(!hub.abandon_wait(worker));
+        let Poll::Ready(Some(Reply::Reserved { id, .. })) = hub.poll_answer(worker, &mut cx) else {
+            panic!("the handed-over job was not delivered");
+        };
+        assert_eq!(id, 1);
+        assert!(matches!(
+            hub.poll_answer(worker, &mut cx),
+            Poll::Ready(None)
+        ));
+    }
+
+    #[test]
+    fn a_half_close_before_any_job_withdraws_the_reserve() {
+        let hub = hub();
+        let (worker, producer) = (hub.connect(), hub.connect());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(run(&hub, worker, Command::Reserve), Step::Wait));
+        assert!(hub.abandon_wait(worker));
+        assert!(matches!(
+            hub.poll_answer(worker, &mut cx),
+            Poll::Ready(None)
+        ));
+        // The job goes to nobody: it stays ready.
+        run(&hub, producer, put(b"job\r\n"));
+        assert_eq!(hub.with_engine(|e| e.waiting_count()), 0);
+        assert!(matches!(
+            hub.poll_answer(worker, &mut cx),
+            Poll::Ready(None)
+        ));
+        let peek = hub.with_engine(|e| e.apply(0, producer, Command::PeekReady));
+        assert!(matches!(peek, Outcome::Reply(Reply::Found { id: 1, .. })));
+    }
+}
