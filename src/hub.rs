@@ -335,12 +335,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_answer_that_beat_a_half_close_is_still_delivered_once() {
+    /// A hub with a worker blocked in `reserve`, and a producer.
+    fn blocked_worker() -> (Hub, ClientId, ClientId) {
         let hub = hub();
         let (worker, producer) = (hub.connect(), hub.connect());
-        let mut cx = Context::from_waker(Waker::noop());
         assert!(matches!(run(&hub, worker, Command::Reserve), Step::Wait));
+        (hub, worker, producer)
+    }
+
+    #[test]
+    fn an_answer_that_beat_a_half_close_is_still_delivered_once() {
+        let (hub, worker, producer) = blocked_worker();
+        let mut cx = Context::from_waker(Waker::noop());
         assert!(hub.poll_answer(worker, &mut cx).is_pending());
         run(&hub, producer, put(b"job\r\n"));
         // The peer half-closes after the job was handed over: the reserve
@@ -358,10 +364,8 @@ mod tests {
 
     #[test]
     fn a_half_close_before_any_job_withdraws_the_reserve() {
-        let hub = hub();
-        let (worker, producer) = (hub.connect(), hub.connect());
+        let (hub, worker, producer) = blocked_worker();
         let mut cx = Context::from_waker(Waker::noop());
-        assert!(matches!(run(&hub, worker, Command::Reserve), Step::Wait));
         assert!(hub.abandon_wait(worker));
         assert!(matches!(
             hub.poll_answer(worker, &mut cx),
