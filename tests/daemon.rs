@@ -6,6 +6,8 @@
 //! fail. Every wait is bounded: readiness and exits by [`WAIT`], replies by
 //! the read timeout.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -577,16 +579,9 @@ fn big_bodies_reuse_heap_memory_instead_of_faulting_it_back_in() {
     );
 }
 
-/// The daemon's resident memory in bytes (`VmRSS` of `/proc/PID/status`).
+/// The daemon's resident memory in bytes.
 fn rss(d: &Daemon) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().strip_suffix("kB"))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .expect("VmRSS in /proc/PID/status");
-    kb * 1024
+    common::rss_of(d.pid() as u32)
 }
 
 #[test]

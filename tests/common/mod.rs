@@ -314,6 +314,19 @@ impl Drop for TempDir {
 }
 
 /// The value of `key` in a `key: value` YAML body.
+/// A process's resident memory in bytes (`VmRSS` of `/proc/PID/status`).
+pub fn rss_of(pid: u32) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status");
+    kib * 1024
+}
+
 pub fn field(yaml: &str, key: &str) -> String {
     yaml.lines()
         .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(": ")))
