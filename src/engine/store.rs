@@ -85,6 +85,12 @@ fn hash(id: JobId) -> u64 {
     (x as u64) ^ ((x >> 64) as u64)
 }
 
+/// Enters `slot`, which holds job `id`, in `table` (the id index, or the
+/// one being built while shrinking).
+fn enter(table: &mut HashTable<u32>, slots: &[Job], id: JobId, slot: u32) {
+    table.insert_unique(hash(id), slot, |&s| hash(slots[s as usize].id));
+}
+
 impl JobStore {
     pub fn len(&self) -> usize {
         self.index.len()
@@ -140,13 +146,11 @@ impl JobStore {
                 (self.slots.len() - 1) as u32
             }
         };
-        let slots = &self.slots;
-        self.index
-            .insert_unique(hash(id), slot, |&s| hash(slots[s as usize].id));
+        enter(&mut self.index, &self.slots, id, slot);
         if let Some(Shrink::Index { next, index }) = &mut self.shrink {
             // Slots from `next` on are still to be visited by the build.
             if (slot as usize) < *next {
-                index.insert_unique(hash(id), slot, |&s| hash(slots[s as usize].id));
+                enter(index, &self.slots, id, slot);
             }
         }
         self.repack_step();
@@ -163,8 +167,7 @@ impl JobStore {
         let (slot, _) = entry.remove();
         if let Some(Shrink::Index { next, index }) = &mut self.shrink {
             if (slot as usize) < *next {
-                let slots = &self.slots;
-                if let Ok(e) = index.find_entry(hash(id), |&s| slots[s as usize].id == id) {
+                if let Ok(e) = index.find_entry(hash(id), |&s| s == slot) {
                     e.remove();
                 }
             }
@@ -271,7 +274,7 @@ impl JobStore {
         let slots = &self.slots;
         for (slot, job) in slots.iter().enumerate().take(end).skip(next) {
             if job.id != 0 {
-                index.insert_unique(hash(job.id), slot as u32, |&s| hash(slots[s as usize].id));
+                enter(&mut index, slots, job.id, slot as u32);
             }
         }
         if end < self.slots.len() {
