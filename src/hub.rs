@@ -129,7 +129,6 @@ impl Hub {
         state.waiters.remove(&client);
         state.engine.disconnect(now, client);
         self.after_change(&mut state);
-        self.watch_memory(&mut state);
     }
 
     /// Applies queued frames in order until they run out, the client blocks
@@ -178,7 +177,6 @@ impl Hub {
         state.engine.maintain_journal();
         let logged = state.engine.journal_position();
         self.after_change(&mut state);
-        self.watch_memory(&mut state);
         let sync_to = match (&self.sync, logged) {
             (Some(_), Some(pos)) if Some(pos) != logged_before => Some(pos),
             _ => None,
@@ -275,6 +273,7 @@ impl Hub {
 
     fn after_change(&self, state: &mut State) {
         self.deliver_wakeups(state);
+        self.watch_memory(state);
         if let Some(next) = state.engine.next_deadline() {
             if next < self.timer_target.load(Ordering::SeqCst) {
                 self.timer_target.store(next, Ordering::SeqCst);
@@ -302,22 +301,25 @@ impl Hub {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::{EngineConfig, HostInfo};
-    use crate::protocol::PutBody;
-    use bytes::Bytes;
-    use std::task::Waker;
-
-    fn hub() -> Hub {
-        let config = EngineConfig {
+impl Hub {
+    /// A hub over an empty in-memory engine with a manual clock.
+    pub(crate) fn for_tests() -> Hub {
+        let config = crate::engine::EngineConfig {
             max_job_size: 65535,
             binlog_max_size: 10_485_760,
-            host: HostInfo::fixed(),
+            host: crate::engine::HostInfo::fixed(),
         };
         let clock = Clock::manual();
         Hub::new(Engine::new(config, clock.now()), clock, None)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::PutBody;
+    use bytes::Bytes;
+    use std::task::Waker;
 
     /// Runs one command for `client` and returns how its batch ended.
     fn run(hub: &Hub, client: ClientId, cmd: Command) -> Step {
@@ -337,7 +339,7 @@ mod tests {
 
     /// A hub with a worker blocked in `reserve`, and a producer.
     fn blocked_worker() -> (Hub, ClientId, ClientId) {
-        let hub = hub();
+        let hub = Hub::for_tests();
         let (worker, producer) = (hub.connect(), hub.connect());
         assert!(matches!(run(&hub, worker, Command::Reserve), Step::Wait));
         (hub, worker, producer)

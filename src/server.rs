@@ -580,8 +580,8 @@ async fn run_timer(hub: Arc<Hub>) {
     }
 }
 
-/// Once a backlog has drained (the engine let go of half its peak memory),
-/// asks the allocator to return its free pages to the system, on a blocking
+/// Once a backlog has drained or many clients have gone (see
+/// [`Hub::memory_released`]), asks the allocator to return its free pages to the system, on a blocking
 /// thread: it takes ~0.1 ms per MB freed, during which the runtime's own
 /// allocations wait.
 async fn give_back_memory(hub: Arc<Hub>) {
