@@ -200,8 +200,7 @@ impl<S: Connection> Session<S> {
                                 if w.slim() {
                                     work = None;
                                 }
-                                let end = wait(&mut *self, &mut work);
-                                match end.await? {
+                                match wait(&mut *self, &mut work).await? {
                                     WaitEnd::Answer(reply) => reply,
                                     WaitEnd::HalfClosed => {
                                         eof = true;
@@ -287,12 +286,10 @@ async fn give_up_wait(hub: &Hub, client: ClientId) -> Reply {
     if hub.abandon_wait(client) {
         return Reply::TimedOut;
     }
-    answer(hub, client).await.unwrap_or(Reply::TimedOut)
-}
-
-/// The answer to the client's blocked reserve (see [`Hub::poll_answer`]).
-fn answer(hub: &Hub, client: ClientId) -> impl Future<Output = Option<Reply>> + '_ {
-    poll_fn(move |cx| hub.poll_answer(client, cx))
+    // A job was handed over first: it is in the hub's mailbox.
+    poll_fn(|cx| hub.poll_answer(client, cx))
+        .await
+        .unwrap_or(Reply::TimedOut)
 }
 
 /// Waits for the answer to a blocked reserve, reading ahead at most
@@ -302,9 +299,8 @@ fn answer(hub: &Hub, client: ClientId) -> impl Future<Output = Option<Reply>> + 
 /// Written as one poll function rather than an `async fn` with `select!`:
 /// this future is part of every connection's task state, and this way it
 /// is two references and a flag (24 bytes, against 168 for the `select!`
-/// version, which had to be boxed). The answer is
-/// looked at first: a job handed over is delivered even if shutdown has
-/// begun.
+/// version, which had to be boxed). The answer is looked at first: a job
+/// handed over is delivered even if shutdown has begun.
 fn wait<'a, S: Connection>(
     session: &'a mut Session<S>,
     work: &'a mut Option<Box<Work>>,
@@ -371,8 +367,6 @@ impl<S> Drop for Session<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Clock;
-    use crate::engine::{Engine, EngineConfig, HostInfo};
 
     /// Every connection pays for its task's state, idle or not. tokio
     /// allocates a task (~104 bytes of header and trailer plus this state)
@@ -389,13 +383,7 @@ mod tests {
         let stream = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let config = EngineConfig {
-            max_job_size: 65535,
-            binlog_max_size: 10_485_760,
-            host: HostInfo::fixed(),
-        };
-        let clock = Clock::manual();
-        let hub = Arc::new(Hub::new(Engine::new(config, clock.now()), clock, None));
+        let hub = Arc::new(Hub::for_tests());
         let mut session = Session::new(hub, stream, 65535, CancellationToken::new());
         let mut work = None;
         let blocked = std::mem::size_of_val(&wait(&mut session, &mut work));
