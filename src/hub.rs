@@ -1,5 +1,6 @@
 //! The one owner of the engine: a mutex around it, plus the mailboxes that
-//! carry replies to connections blocked in `reserve`.
+//! carry replies to connections blocked in `reserve`, and the registry of
+//! live sessions that shutdown goes through.
 //!
 //! Every critical section is short and does no I/O: sessions lock once per
 //! batch of pipelined commands, the timer task once per tick. Keeping the
@@ -10,6 +11,7 @@ use crate::binlog::SyncShared;
 use crate::clock::Clock;
 use crate::engine::{ClientId, Engine, Outcome, Time};
 use crate::protocol::{Command, Frame, Outbox, Reply};
+use crate::sessions::Sessions;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -69,6 +71,8 @@ pub struct Hub {
     /// Signalled when the engine let go of much of its memory (see
     /// [`Hub::memory_released`]).
     released: Notify,
+    /// The live session tasks (shutdown wakes and waits for them here).
+    sessions: Sessions,
 }
 
 /// At least this much must have been let go before a release is
@@ -97,7 +101,13 @@ impl Hub {
             timer_target: AtomicU64::new(NO_DEADLINE),
             sync: sync.filter(|s| s.sync_before_reply()),
             released: Notify::new(),
+            sessions: Sessions::default(),
         }
+    }
+
+    /// The live session tasks.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     /// Resolves once jobs and connections hold half of what they held at

@@ -14,7 +14,8 @@
 //! Modules: [`protocol`] (wire format only), [`engine`] (the queue, pure and
 //! synchronous, time passed in), [`binlog`] (records, segments, replay,
 //! sync), [`hub`] (the one owner of the engine), [`session`] and
-//! [`connection`] (one task per client), [`server`] (listeners, timer task,
+//! [`connection`] (one task per client), [`sessions`] (the live ones, for
+//! shutdown), [`server`] (listeners, timer task,
 //! signals, shutdown), [`config`] (command line), [`clock`], [`sysinfo`].
 
 pub mod binlog;
@@ -26,6 +27,7 @@ pub mod hub;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod sessions;
 pub mod sysinfo;
 
 /// The integration tests' seedable PRNG, shared with the unit tests.

@@ -27,8 +27,9 @@
 //!    session can touch the engine after step 4;
 //! 4. flush and sync the binlog.
 //!
-//! Invariant: every session task lives in the `sessions` set of `run`, so
-//! shutdown can wait for it or abort it.
+//! Invariant: every session task is spawned through the hub's
+//! [`Sessions`](crate::sessions::Sessions), so shutdown can wake it, wait
+//! for it or abort it.
 
 mod os;
 
@@ -48,8 +49,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, UnixListener};
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
 pub use os::{raise_nofile_limit, tune_allocator};
 
@@ -213,27 +212,22 @@ impl Server {
         } = self;
         let timer = tokio::spawn(run_timer(hub.clone()));
         let trimmer = tokio::spawn(give_back_memory(hub.clone()));
-        let stop = CancellationToken::new();
-        let mut sessions = JoinSet::new();
         tokio::select! {
-            () = accept_loop(&listener, &hub, max_job_size, &stop, &mut sessions) => {}
+            () = accept_loop(&listener, &hub, max_job_size) => {}
             () = shutdown => {}
         }
 
         listener.close();
-        while sessions.try_join_next().is_some() {}
+        let sessions = hub.sessions();
         tracing::info!(
-            connections = sessions.len(),
+            connections = sessions.live(),
             "stopped accepting; finishing open connections"
         );
-        stop.cancel();
-        let drained = tokio::time::timeout(SESSION_GRACE, async {
-            while sessions.join_next().await.is_some() {}
-        })
-        .await;
+        sessions.stop();
+        let drained = tokio::time::timeout(SESSION_GRACE, sessions.all_gone()).await;
         if drained.is_err() {
             tracing::warn!(
-                connections = sessions.len(),
+                connections = sessions.live(),
                 "connections still busy after {SESSION_GRACE:?} (clients not reading their \
                  replies, or still sending); closing them"
             );
@@ -241,7 +235,7 @@ impl Server {
             // engine lock across one, and each one's disconnect guard still
             // returns its reserved jobs.
             sessions.abort_all();
-            while sessions.join_next().await.is_some() {}
+            sessions.all_gone().await;
         }
 
         timer.abort();
@@ -466,31 +460,13 @@ impl Signals {
     }
 }
 
-async fn accept_loop(
-    listener: &Listener,
-    hub: &Arc<Hub>,
-    max_job_size: u32,
-    stop: &CancellationToken,
-    sessions: &mut JoinSet<()>,
-) {
+async fn accept_loop(listener: &Listener, hub: &Arc<Hub>, max_job_size: u32) {
     // When the last accept-failure warning was logged: near the limit,
     // accepts alternate between success and EMFILE, and one warning a
     // minute says enough.
     let mut last_warning: Option<tokio::time::Instant> = None;
     loop {
-        let accepted = tokio::select! {
-            accepted = accept(listener) => accepted,
-            // Reap finished sessions so the set holds only live ones.
-            Some(ended) = sessions.join_next(), if !sessions.is_empty() => {
-                if let Err(e) = ended {
-                    if e.is_panic() {
-                        tracing::error!("a connection task panicked: {e}");
-                    }
-                }
-                continue;
-            }
-        };
-        let (stream, peer) = match accepted {
+        let (stream, peer) = match accept(listener).await {
             Ok(a) => a,
             Err(e) if is_per_connection(&e) => {
                 // The peer gave up before we accepted; nothing to back off from.
@@ -516,18 +492,18 @@ async fn accept_loop(
         // The session's future is spawned as it is, not wrapped in another
         // async block: a wrapper would hold a second copy of what it moves
         // into the session, in every connection's task.
-        let (hub, stop) = (hub.clone(), stop.clone());
+        let sessions = hub.sessions();
         match stream {
-            Stream::Tcp(s) => {
-                let session = Session::new(hub, s, max_job_size, stop);
+            Stream::Tcp(s) => sessions.spawn(|slot| {
+                let session = Session::new(hub.clone(), s, max_job_size, slot);
                 tracing::debug!(conn = session.id(), %peer, "connection opened");
-                sessions.spawn(session.run())
-            }
-            Stream::Unix(s) => {
-                let session = Session::new(hub, s, max_job_size, stop);
+                session.run()
+            }),
+            Stream::Unix(s) => sessions.spawn(|slot| {
+                let session = Session::new(hub.clone(), s, max_job_size, slot);
                 tracing::debug!(conn = session.id(), %peer, "connection opened");
-                sessions.spawn(session.run())
-            }
+                session.run()
+            }),
         };
     }
 }

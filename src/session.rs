@@ -9,9 +9,9 @@
 //! Invariant: whatever way the task ends, the engine forgets the client
 //! (`Session`'s drop), so its reserved jobs go back to ready at once.
 //!
-//! Shutdown: when the server's `shutdown` token is cancelled, a session still
+//! Shutdown: once [`Sessions::stopping`] (the hub's registry), a session still
 //! answers every complete command it has received (reads prefer ready input
-//! over the token, so a command sent just before SIGTERM gets its reply),
+//! over the flag, so a command sent just before SIGTERM gets its reply),
 //! flushes, and then closes instead of waiting for more. A blocked reserve
 //! is closed without a reply. The session never stops between applying a
 //! batch and writing its replies.
@@ -20,6 +20,7 @@ use crate::connection::Connection;
 use crate::engine::ClientId;
 use crate::hub::{Batch, Hub, Step};
 use crate::protocol::{Codec, Command, Frame, Outbox, Reply, MAX_LINE};
+use crate::sessions::{Sessions, SlotId};
 use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -29,7 +30,6 @@ use std::sync::Arc;
 use std::task::{ready, Poll};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::Decoder;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// Bytes read ahead while a reserve is blocked; past this the session stops
 /// reading until the reserve is answered.
@@ -90,19 +90,15 @@ impl Work {
     }
 }
 
-/// Serves one connection until it closes, quits, fails, or `shutdown` is
-/// cancelled and its received input is answered. The client is registered
-/// with the engine at once, not when the future is first polled.
-pub fn run<S>(
-    hub: Arc<Hub>,
-    stream: S,
-    max_job_size: u32,
-    shutdown: CancellationToken,
-) -> impl Future<Output = ()>
+/// Serves one connection until it closes, quits, fails, or shutdown begins
+/// and its received input is answered. The client is registered with the
+/// engine at once, not when the future is first polled. Spawn it with
+/// [`Sessions::spawn`], which gives the `slot`.
+pub fn run<S>(hub: Arc<Hub>, stream: S, max_job_size: u32, slot: SlotId) -> impl Future<Output = ()>
 where
     S: Connection,
 {
-    Session::new(hub, stream, max_job_size, shutdown).run()
+    Session::new(hub, stream, max_job_size, slot).run()
 }
 
 /// One connection: its socket, its engine client and the decoder state that
@@ -116,24 +112,26 @@ pub struct Session<S> {
     client: ClientId,
     stream: S,
     max_job_size: u32,
-    /// Resolves once the server shuts down. One boxed future for the whole
-    /// connection, polled wherever the session waits: a `cancelled()`
-    /// future is 72 bytes (it embeds a waiter node), too big to keep
-    /// inline in every idle task.
-    stop: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Its place in the hub's [`Sessions`], through which shutdown wakes it.
+    slot: SlotId,
 }
 
 impl<S: Connection> Session<S> {
-    /// Registers a new client with the engine.
-    pub fn new(hub: Arc<Hub>, stream: S, max_job_size: u32, shutdown: CancellationToken) -> Self {
+    /// Registers a new client with the engine; `slot` is the task's, from
+    /// [`Sessions::spawn`].
+    pub fn new(hub: Arc<Hub>, stream: S, max_job_size: u32, slot: SlotId) -> Self {
         let client = hub.connect();
         Session {
             hub,
             client,
             stream,
             max_job_size,
-            stop: Box::pin(shutdown.cancelled_owned()),
+            slot,
         }
+    }
+
+    fn sessions(&self) -> &Sessions {
+        self.hub.sessions()
     }
 
     /// The engine's id of this client (also used in log lines).
@@ -160,6 +158,12 @@ impl<S: Connection> Session<S> {
     #[allow(clippy::manual_async_fn)]
     fn serve(&mut self) -> impl Future<Output = io::Result<()>> + '_ {
         async move {
+            // Before any wait: shutdown wakes the session through this.
+            poll_fn(|cx| {
+                self.sessions().register(self.slot, cx.waker());
+                Poll::Ready(())
+            })
+            .await;
             let mut work: Option<Box<Work>> = None;
             // The peer shut down its sending side: what it sent is still served,
             // every blocking reserve times out at once, then the session ends.
@@ -246,7 +250,8 @@ impl<S: Connection> Session<S> {
                 // spend their life, so its state is what each of them pays.
                 let readable = poll_fn(|cx| match self.stream.poll_read_ready(cx) {
                     Poll::Ready(r) => Poll::Ready(r.map(|()| true)),
-                    Poll::Pending => self.stop.as_mut().poll(cx).map(|()| Ok(false)),
+                    Poll::Pending if self.sessions().stopping() => Poll::Ready(Ok(false)),
+                    Poll::Pending => Poll::Pending,
                 });
                 if !readable.await? {
                     return Ok(());
@@ -314,7 +319,7 @@ fn wait<'a, S: Connection>(
         if answered {
             return Poll::Pending;
         }
-        if session.stop.as_mut().poll(cx).is_ready() {
+        if session.sessions().stopping() {
             return Poll::Ready(Ok(WaitEnd::Shutdown));
         }
         let held = work.as_ref().map_or(0, |w| w.input.len());
@@ -361,6 +366,7 @@ fn flush<'a, S: AsyncWrite + Unpin>(
 impl<S> Drop for Session<S> {
     fn drop(&mut self) {
         self.hub.disconnect(self.client);
+        self.hub.sessions().leave(self.slot);
     }
 }
 
@@ -384,15 +390,19 @@ mod tests {
             .await
             .unwrap();
         let hub = Arc::new(Hub::for_tests());
-        let mut session = Session::new(hub, stream, 65535, CancellationToken::new());
-        let mut work = None;
-        let blocked = std::mem::size_of_val(&wait(&mut session, &mut work));
+        let (mut blocked, mut size) = (0, 0);
+        hub.sessions().spawn(|slot| {
+            let mut session = Session::new(hub.clone(), stream, 65535, slot);
+            blocked = std::mem::size_of_val(&wait(&mut session, &mut None));
+            let task = session.run();
+            size = std::mem::size_of_val(&task);
+            task
+        });
         println!("blocked reserve state: {blocked} bytes");
         assert!(
             blocked <= MAX_WAIT_STATE,
             "blocked reserve state is {blocked} bytes"
         );
-        let size = std::mem::size_of_val(&session.run());
         println!("session task state: {size} bytes");
         assert!(size <= MAX_TASK_STATE, "session task state is {size} bytes");
     }

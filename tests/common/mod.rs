@@ -93,15 +93,15 @@ impl TestServer {
         let (tx, mut rx) = oneshot::channel::<()>();
         let serving = hub.clone();
         let task = tokio::spawn(async move {
-            let stop = tokio_util::sync::CancellationToken::new();
             loop {
                 tokio::select! {
                     accepted = listener.accept() => {
                         let (stream, _) = accepted.expect("accept");
-                        let session = stalkd::session::run(serving.clone(), stream, max_job_size, stop.clone());
-                        tokio::spawn(session);
+                        serving.sessions().spawn(|slot| {
+                            stalkd::session::run(serving.clone(), stream, max_job_size, slot)
+                        });
                     }
-                    _ = &mut rx => return stop.cancel(),
+                    _ = &mut rx => return serving.sessions().stop(),
                 }
             }
         });
