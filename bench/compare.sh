@@ -241,9 +241,9 @@ time_metric() {
     esac
 }
 
-# Turns the results file into "case metric name value" lines.
+# Turns the results file into "case metric name value round" lines.
 metric_lines() {
-    while IFS=$'\t' read -r c name _round json; do
+    while IFS=$'\t' read -r c name round json; do
         local rss kept=""
         rss=$(json_num "$json" rss_per_job)
         [ -n "$rss" ] || rss=$(json_num "$json" rss_per_conn)
@@ -262,12 +262,14 @@ metric_lines() {
             "kept_bytes_per_job:$kept" \
             "errors:$(json_num "$json" errors)" \
             "$(time_metric "$c" "$json")"; do
-            [ -n "${m#*:}" ] && printf '%s %s %s %s\n' "$c" "${m%%:*}" "$name" "${m#*:}"
+            [ -n "${m#*:}" ] && printf '%s %s %s %s %s\n' "$c" "${m%%:*}" "$name" "${m#*:}" "$round"
         done
     done <"$RESULTS"
 }
 
 # Prints the table of medians and ratios (errors are summed, not medians).
+# For jobs/s it also shows the lowest and highest ratio of a single round
+# (A and B of one round run back to back), to show how far noise moves it.
 table() {
     local order=" $CASES "
     metric_lines | sort -k1,1 -k2,2 -k3,3 -k4,4g | awk -v A="$NAME_A" -v B="$NAME_B" -v order="$order" '
@@ -281,7 +283,7 @@ table() {
         }
         { cur = $1 SUBSEP $2 SUBSEP $3
           if (cur != key) { flush(); key = cur; n = 0 }
-          vals[++n] = $4 }
+          vals[++n] = $4; at[$1, $2, $3, $5] = $4; rounds[$5] = 1 }
         END {
             flush()
             nm = split("jobs_per_s p99_us time_s cpu_s_per_100k rss_bytes_per_unit kept_bytes_per_job errors", ms, " ")
@@ -289,7 +291,7 @@ table() {
             label["cpu_s_per_100k"] = "cpu s/100k jobs"; label["rss_bytes_per_unit"] = "rss B/job|conn"
             label["errors"] = "errors (sum)"; label["time_s"] = "time s"
             label["kept_bytes_per_job"] = "kept B/job (del)"
-            printf "%-14s %-16s %14s %14s %8s\n", "case", "metric", A, B, A "/" B
+            printf "%-14s %-16s %14s %14s %8s  %s\n", "case", "metric", A, B, A "/" B, "rounds"
             nc = split(order, cl, " ")
             for (ci = 1; ci <= nc; ci++) {
                 c = cl[ci]; if (!(c in cases)) continue
@@ -300,10 +302,22 @@ table() {
                     b = ((c, m, B) in med) ? med[c, m, B] : ""
                     r = (a != "" && b != "" && b + 0 != 0) ? sprintf("%.2f", a / b) : "-"
                     if (m == "errors") r = ""
-                    printf "%-14s %-16s %14s %14s %8s\n", (first ? c : ""), label[m], fmt(a), fmt(b), r
+                    printf "%-14s %-16s %14s %14s %8s  %s\n", (first ? c : ""), label[m], fmt(a), fmt(b), r, spread(c, m)
                     first = 0
                 }
             }
+        }
+        # "lo-hi" of the per-round A/B ratios of jobs/s; "" for other metrics.
+        function spread(c, m,    rd, lo, hi, q) {
+            if (m != "jobs_per_s") return ""
+            lo = ""; hi = ""
+            for (rd in rounds) {
+                if (!((c, m, A, rd) in at) || !((c, m, B, rd) in at) || at[c, m, B, rd] + 0 == 0) continue
+                q = at[c, m, A, rd] / at[c, m, B, rd]
+                if (lo == "" || q < lo) lo = q
+                if (hi == "" || q > hi) hi = q
+            }
+            return lo == "" ? "" : sprintf("%.2f-%.2f", lo, hi)
         }
         function fmt(x) {
             if (x == "") return "-"

@@ -52,7 +52,19 @@ impl Reply {
     /// that follows is left out).
     pub fn head(&self) -> String {
         let mut wire = BytesMut::new();
-        self.encode(&mut wire);
+        // Only the line: a body (up to the job size limit, or a stats
+        // document) is not copied just to be cut off.
+        match self {
+            Reply::Reserved { id, body } => {
+                encode_body_header(&mut wire, b"RESERVED ", *id, body.len())
+            }
+            Reply::Found { id, body } => encode_body_header(&mut wire, b"FOUND ", *id, body.len()),
+            Reply::Ok(yaml) => {
+                wire.put_slice(b"OK ");
+                put_number(&mut wire, yaml.len() as u64);
+            }
+            _ => self.encode(&mut wire),
+        }
         let end = wire
             .windows(2)
             .position(|w| w == b"\r\n")
@@ -183,6 +195,8 @@ mod tests {
         ];
         for (reply, bytes) in cases {
             assert_eq!(&reply.to_bytes()[..], bytes, "{reply:?}");
+            let line = bytes.split(|&b| b == b'\r').next().unwrap();
+            assert_eq!(reply.head().as_bytes(), line, "head of {reply:?}");
         }
     }
 }
