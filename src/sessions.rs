@@ -105,25 +105,22 @@ impl Sessions {
     /// session so that waiting ones see it.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        let wakers: Vec<Waker> = self
-            .lock()
-            .slots
-            .iter_mut()
-            .filter_map(|s| s.waker.take())
-            .collect();
-        // Outside the lock: a woken session may end and vacate its slot.
-        wakers.into_iter().for_each(Waker::wake);
+        self.take_each(|s| s.waker.take())
+            .into_iter()
+            .for_each(Waker::wake);
     }
 
     /// Ends every session at its next await (each one's drop still runs).
     pub fn abort_all(&self) {
-        let tasks: Vec<AbortHandle> = self
-            .lock()
-            .slots
-            .iter_mut()
-            .filter_map(|s| s.abort.take())
-            .collect();
-        tasks.iter().for_each(AbortHandle::abort);
+        self.take_each(|s| s.abort.take())
+            .iter()
+            .for_each(AbortHandle::abort);
+    }
+
+    /// Takes `part` out of every slot, for the caller to act on outside the
+    /// lock: a session woken or aborted may end, and vacate its slot, at once.
+    fn take_each<T>(&self, part: impl FnMut(&mut Slot) -> Option<T>) -> Vec<T> {
+        self.lock().slots.iter_mut().filter_map(part).collect()
     }
 
     /// How many sessions are alive.
