@@ -28,8 +28,8 @@
 //! 4. flush and sync the binlog.
 //!
 //! Invariant: every session task is spawned through the hub's
-//! [`Sessions`](crate::sessions::Sessions), so shutdown can wake it, wait
-//! for it or abort it.
+//! [`Sessions`], so shutdown can wake it, wait for it or abort it, and so
+//! can dropping [`Server::run`]'s future before its end.
 
 mod os;
 
@@ -39,6 +39,7 @@ use crate::config::{Config, Listen};
 use crate::engine::{Engine, EngineConfig, HostInfo};
 use crate::hub::Hub;
 use crate::session::Session;
+use crate::sessions::Sessions;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -210,6 +211,9 @@ impl Server {
             hub,
             max_job_size,
         } = self;
+        // Sessions are tasks of their own: if this future is dropped before
+        // its end (its caller gave up on it), they must not go on serving.
+        let _end_sessions = EndSessions(hub.sessions());
         let timer = tokio::spawn(run_timer(hub.clone()));
         let trimmer = tokio::spawn(give_back_memory(hub.clone()));
         tokio::select! {
@@ -457,6 +461,16 @@ impl Signals {
                 }
             }
         }
+    }
+}
+
+/// Ends every session when dropped (after a full shutdown there are none).
+struct EndSessions<'a>(&'a Sessions);
+
+impl Drop for EndSessions<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
+        self.0.abort_all();
     }
 }
 

@@ -160,7 +160,7 @@ impl<S: Connection> Session<S> {
         async move {
             // Before any wait: shutdown wakes the session through this.
             poll_fn(|cx| {
-                self.sessions().register(self.slot, cx.waker());
+                self.sessions().register(&self.slot, cx.waker());
                 Poll::Ready(())
             })
             .await;
@@ -365,8 +365,16 @@ fn flush<'a, S: AsyncWrite + Unpin>(
 
 impl<S> Drop for Session<S> {
     fn drop(&mut self) {
+        /// Leaves the registry after the disconnect, and even if it
+        /// panics: shutdown waits for every slot to be vacated.
+        struct Leave<'a>(&'a Sessions, &'a SlotId);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.leave(self.1);
+            }
+        }
+        let _leave = Leave(self.hub.sessions(), &self.slot);
         self.hub.disconnect(self.client);
-        self.hub.sessions().leave(self.slot);
     }
 }
 

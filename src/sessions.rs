@@ -8,9 +8,12 @@
 //! memory is a target of its own).
 //!
 //! Invariants:
-//! - a slot is occupied exactly while its task lives: it is filled in the
-//!   same critical section as the spawn, and vacated by the session's drop
-//!   (aborted or not); `live` counts the occupied slots;
+//! - a slot is taken before its session is made and vacated once both the
+//!   session has left (its drop, aborted or not, panicking or not) and its
+//!   spawn is over; `live` counts the slots taken, so shutdown waits for
+//!   every session, and the table is only reset when none is taken;
+//! - a [`SlotId`] is not `Copy`: the one session given it is the one that
+//!   leaves it;
 //! - a session registers its waker before it first waits, and looks at
 //!   [`Sessions::stopping`] wherever it waits. A tokio task's waker is the
 //!   same for the task's whole life, so one registration is enough, and
@@ -25,7 +28,7 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 /// A session's place in [`Sessions`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct SlotId(u32);
 
 #[derive(Debug, Default)]
@@ -47,6 +50,34 @@ struct Slots {
 struct Slot {
     waker: Option<Waker>,
     abort: Option<AbortHandle>,
+    stage: Stage,
+}
+
+/// Where a slot's session is; its spawn and its end may come in either
+/// order.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    #[default]
+    Vacant,
+    /// Taken; the spawn is not over.
+    Spawning,
+    /// The spawn is over and the session has not left.
+    Running,
+    /// The session left before its spawn was over.
+    Left,
+}
+
+/// Ends a spawn (even one that panicked): see [`Sessions::settle`].
+struct Spawn<'a> {
+    sessions: &'a Sessions,
+    id: u32,
+    abort: Option<AbortHandle>,
+}
+
+impl Drop for Spawn<'_> {
+    fn drop(&mut self) {
+        self.sessions.settle(self.id, self.abort.take());
+    }
 }
 
 impl Sessions {
@@ -59,20 +90,45 @@ impl Sessions {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let mut slots = self.lock();
-        let id = slots.vacant.pop().unwrap_or_else(|| {
-            slots.slots.push(Slot::default());
-            u32::try_from(slots.slots.len() - 1).expect("fewer than 2^32 connections")
-        });
-        slots.live += 1;
-        // Under the lock: the task cannot end, and vacate the slot, before
-        // its abort handle is in it.
+        let id = {
+            let mut slots = self.lock();
+            let id = slots.vacant.pop().unwrap_or_else(|| {
+                slots.slots.push(Slot::default());
+                u32::try_from(slots.slots.len() - 1).expect("fewer than 2^32 connections")
+            });
+            slots.slots[id as usize].stage = Stage::Spawning;
+            slots.live += 1;
+            id
+        };
+        // Not under the lock: making the session takes the engine's lock,
+        // and a future that cannot be spawned (the runtime is shutting
+        // down) is dropped at once, so the session leaves from inside
+        // `tokio::spawn`.
+        let mut spawn = Spawn {
+            sessions: self,
+            id,
+            abort: None,
+        };
         let task = tokio::spawn(session(SlotId(id)));
-        slots.slots[id as usize].abort = Some(task.abort_handle());
+        spawn.abort = Some(task.abort_handle());
+    }
+
+    /// The spawn of slot `id` is over: the abort handle goes in, or, if the
+    /// session already left or the spawn failed, the slot is vacated.
+    fn settle(&self, id: u32, abort: Option<AbortHandle>) {
+        let mut slots = self.lock();
+        let slot = &mut slots.slots[id as usize];
+        match (slot.stage, abort) {
+            (Stage::Spawning, Some(abort)) => {
+                slot.stage = Stage::Running;
+                slot.abort = Some(abort);
+            }
+            _ => self.vacate(slots, id),
+        }
     }
 
     /// Registers the waker of the task in `slot` (call from its first poll).
-    pub fn register(&self, slot: SlotId, waker: &Waker) {
+    pub fn register(&self, slot: &SlotId, waker: &Waker) {
         let mut slots = self.lock();
         let held = &mut slots.slots[slot.0 as usize].waker;
         if !held.as_ref().is_some_and(|w| w.will_wake(waker)) {
@@ -81,14 +137,24 @@ impl Sessions {
     }
 
     /// The session in `slot` is gone (its drop).
-    pub fn leave(&self, slot: SlotId) {
+    pub fn leave(&self, slot: &SlotId) {
         let mut slots = self.lock();
-        slots.slots[slot.0 as usize] = Slot::default();
-        slots.vacant.push(slot.0);
+        let entry = &mut slots.slots[slot.0 as usize];
+        debug_assert!(matches!(entry.stage, Stage::Spawning | Stage::Running));
+        match entry.stage {
+            Stage::Spawning => entry.stage = Stage::Left,
+            _ => self.vacate(slots, slot.0),
+        }
+    }
+
+    fn vacate(&self, mut slots: MutexGuard<'_, Slots>, id: u32) {
+        slots.slots[id as usize] = Slot::default();
+        slots.vacant.push(id);
         slots.live -= 1;
         if slots.live == 0 {
             // Every slot is vacant: give back what a crowd of connections
-            // grew (the slots of a peak would otherwise stay for good).
+            // grew. (Until then the table keeps the size of the peak: 24
+            // to 48 bytes per connection of the peak, plus 4 in `vacant`.)
             *slots = Slots::default();
             drop(slots);
             self.gone.notify_waiters();
@@ -155,7 +221,7 @@ mod tests {
 
     impl Drop for Member {
         fn drop(&mut self) {
-            self.0.leave(self.1);
+            self.0.leave(&self.1);
         }
     }
 
@@ -165,7 +231,7 @@ mod tests {
         sessions.spawn(move |slot| async move {
             let member = Member(s, slot);
             std::future::poll_fn(|cx| {
-                member.0.register(slot, cx.waker());
+                member.0.register(&member.1, cx.waker());
                 if member.0.stopping() {
                     Poll::Ready(())
                 } else {
@@ -217,6 +283,46 @@ mod tests {
         tokio::task::yield_now().await;
         assert_eq!(sessions.live(), 10, "they ignore stop");
         sessions.abort_all();
+        all_gone(&sessions).await;
+    }
+
+    #[tokio::test]
+    async fn a_session_that_leaves_during_its_spawn_is_settled() {
+        // As when the runtime is shutting down: tokio::spawn drops the
+        // future at once, and the session leaves from inside it.
+        let sessions = Arc::new(Sessions::default());
+        let s = sessions.clone();
+        sessions.spawn(move |slot| {
+            drop(Member(s, slot));
+            async {}
+        });
+        all_gone(&sessions).await;
+    }
+
+    #[tokio::test]
+    async fn a_spawn_that_panics_leaves_no_slot_taken() {
+        let sessions = Arc::new(Sessions::default());
+        let spawn = std::panic::AssertUnwindSafe(|| {
+            sessions.spawn(|_slot| -> std::future::Ready<()> { panic!("no session") })
+        });
+        assert!(std::panic::catch_unwind(spawn).is_err());
+        all_gone(&sessions).await;
+        // The registry still works.
+        spawn_member(&sessions);
+        tokio::task::yield_now().await;
+        assert_eq!(sessions.live(), 1);
+        sessions.stop();
+        all_gone(&sessions).await;
+    }
+
+    #[tokio::test]
+    async fn a_session_whose_task_panics_still_leaves() {
+        let sessions = Arc::new(Sessions::default());
+        let s = sessions.clone();
+        sessions.spawn(move |slot| async move {
+            let _member = Member(s, slot);
+            panic!("a bug in a session");
+        });
         all_gone(&sessions).await;
     }
 

@@ -76,3 +76,14 @@ async fn quit_closes_and_drops_pipelined_bytes() {
     let mut d = server.client().await;
     assert_eq!(d.stat("stats\r\n", "cmd-put").await, "0");
 }
+
+#[tokio::test]
+async fn sessions_end_with_a_server_whose_run_is_dropped() {
+    let server = TestServer::start().await;
+    let mut c = server.client().await;
+    c.roundtrip("put 0 0 10 1\r\nx\r\n", "INSERTED 1\r\n").await;
+    // The server's task is aborted (its `run` future dropped mid-way): the
+    // connection must not go on being served by a server that is gone.
+    server.crash();
+    c.expect_closed().await;
+}
