@@ -824,3 +824,35 @@ async fn ok_length_counts_the_yaml_without_the_final_crlf() {
     c.roundtrip("list-tubes\r\n", "OK 14\r\n---\n- default\n\r\n")
         .await;
 }
+
+/// protocol.md §5, difference 6: a put is taken once its body has arrived.
+/// beanstalkd allocates the id (and shows the half-received job) at the
+/// put line.
+#[tokio::test]
+async fn a_put_whose_body_is_still_arriving_is_invisible_and_has_no_id_yet() {
+    let server = TestServer::start().await;
+    let mut slow = server.client().await;
+    let mut c = server.client().await;
+    slow.send("put 5 0 100 3\r\nab").await;
+    // Let the server read the partial put before the other one arrives.
+    slow.expect_silence().await;
+    c.roundtrip("put 0 0 100 1\r\nz\r\n", "INSERTED 1\r\n")
+        .await;
+    c.roundtrip("peek 2\r\n", "NOT_FOUND\r\n").await;
+    c.roundtrip("stats-job 2\r\n", "NOT_FOUND\r\n").await;
+    assert_eq!(c.stat("stats\r\n", "cmd-put").await, "1");
+    assert_eq!(c.stat("stats\r\n", "current-producers").await, "1");
+    slow.roundtrip("c\r\n", "INSERTED 2\r\n").await;
+    c.roundtrip("peek 2\r\n", "FOUND 2 3\r\nabc\r\n").await;
+    assert_eq!(c.stat("stats\r\n", "cmd-put").await, "2");
+
+    // A client gone mid-body leaves nothing behind, not even a count.
+    let mut gone = server.client().await;
+    gone.send("put 0 0 100 3\r\nab").await;
+    gone.expect_silence().await;
+    drop(gone);
+    c.roundtrip("put 0 0 100 1\r\ny\r\n", "INSERTED 3\r\n")
+        .await;
+    assert_eq!(c.stat("stats\r\n", "cmd-put").await, "3");
+    server.check_invariants();
+}
