@@ -112,7 +112,17 @@ pub struct Engine {
     /// What the last `maintain_journal` saw, to pace the next one with the
     /// writes in between.
     upkeep: journal::Upkeep,
+    /// When the timer next moves a resize or repacking of the job store on.
+    /// Commands move it on a step each; without this, a store left idle
+    /// mid-way would hold a past peak's memory (or two tables) until
+    /// traffic resumed.
+    store_upkeep: Option<Time>,
 }
+
+/// How often, and by how many steps (of 128 slots), the timer moves the
+/// job store's upkeep on: at most ~4k slots, tens of µs, per 10 ms.
+const STORE_UPKEEP_EVERY: Time = SECOND / 100;
+const STORE_UPKEEP_STEPS: usize = 32;
 
 const DEFAULT_TUBE: TubeIdx = 0;
 
@@ -139,6 +149,7 @@ impl Engine {
             journal: None,
             compaction: None,
             upkeep: journal::Upkeep::default(),
+            store_upkeep: None,
         };
         let default = engine.tube_for(&TubeName::default_tube());
         debug_assert_eq!(default, DEFAULT_TUBE);
@@ -212,7 +223,10 @@ impl Engine {
 
     /// The next instant at which `tick` has work to do.
     pub fn next_deadline(&self) -> Option<Time> {
-        self.timers.next()
+        match (self.timers.next(), self.store_upkeep) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Runs every timer due at `now`, in time order, and returns the next deadline.
@@ -225,7 +239,11 @@ impl Engine {
                 Due::Wait(c) => self.wait_timer_fired(now, c),
             }
         }
-        self.timers.next()
+        if self.store_upkeep.is_some_and(|at| at <= now) {
+            self.jobs.upkeep(STORE_UPKEEP_STEPS);
+            self.store_upkeep = self.jobs.has_upkeep().then_some(now + STORE_UPKEEP_EVERY);
+        }
+        self.next_deadline()
     }
 
     /// Applies one command from `client`. `Command::Quit` is the session's
@@ -239,7 +257,7 @@ impl Engine {
             return Reply::InternalError.into();
         }
         let c = &mut self.counters;
-        match cmd {
+        let outcome = match cmd {
             Command::Put {
                 pri,
                 delay,
@@ -356,7 +374,11 @@ impl Engine {
                 Reply::BadFormat.into()
             }
             Command::Quit => Reply::InternalError.into(),
+        };
+        if self.store_upkeep.is_none() && self.jobs.has_upkeep() {
+            self.store_upkeep = Some(now + STORE_UPKEEP_EVERY);
         }
+        outcome
     }
 
     // ----- commands -------------------------------------------------------

@@ -23,7 +23,8 @@
 //! the jobs fill a quarter of the slab, the jobs of its tail move into
 //! free slots below and the tail is cut off, then a table sized for the
 //! jobs left is built beside the old one the same way. Both are spread over
-//! the inserts and removes that follow, like repacking.
+//! the inserts and removes that follow, like repacking, and, when none
+//! come, over the engine's timer ticks ([`JobStore::upkeep`]).
 //! A job that moves changes slot, so a walk over slots spread over time
 //! may miss it: binlog compaction tolerates that, as a segment is deleted
 //! only once it holds no live job.
@@ -246,6 +247,23 @@ impl JobStore {
         self.repack_step();
         self.resize_step();
         Some(job)
+    }
+
+    /// Whether a resize or a repacking pass is under way.
+    pub fn has_upkeep(&self) -> bool {
+        self.repack.is_some() || self.resize.is_some()
+    }
+
+    /// Moves a resize or repacking pass in progress on by `steps` steps, as
+    /// that many inserts or removes would: for when none come.
+    pub fn upkeep(&mut self, steps: usize) {
+        for _ in 0..steps {
+            if !self.has_upkeep() {
+                break;
+            }
+            self.repack_step();
+            self.resize_step();
+        }
     }
 
     /// Jobs moved to another slot since the store was made.
