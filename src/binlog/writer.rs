@@ -318,6 +318,17 @@ impl Journal for Binlog {
             if deleted == limit || head == self.current_seq || use_.live_jobs > 0 {
                 break;
             }
+            if deleted == 0 && self.policy != SyncPolicy::Never {
+                // The segment's last jobs may have been moved by compaction
+                // into records not yet on disk: sync them before their old
+                // copies go, or a crash (a power cut; under -f 0 any kill)
+                // could lose both.
+                if let Err(e) = self.current.sync_data() {
+                    let e = segment::annotate(e, &self.current_path());
+                    self.sync.fail(format!("fsync failed: {e}"));
+                    break;
+                }
+            }
             let path = segment::path(&self.dir, head);
             if let Err(e) = self.fs.remove(&path) {
                 if e.kind() != io::ErrorKind::NotFound {
@@ -557,7 +568,7 @@ pub(crate) mod tests {
     use crate::binlog::{open_with, recover, test_dir};
     use crate::engine::{JobCounts, State};
     use bytes::Bytes;
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     pub(crate) fn put(id: u64, body: &str) -> Record {
         Record::Put(JobImage {
@@ -810,5 +821,44 @@ pub(crate) mod tests {
         let err = crate::binlog::open(&file, 1024, SyncPolicy::Never, false).unwrap_err();
         assert!(err.to_string().contains("not a directory"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A log whose first segment holds no live job any more: every job in
+    /// it was moved (a later full record, as compaction writes) and released.
+    fn log_with_a_dead_first_segment(name: &str) -> (PathBuf, FaultyFs, Binlog) {
+        let dir = test_dir(name);
+        let fs = FaultyFs::default();
+        let mut log = open(&dir, &fs, 1024, SyncPolicy::Every(Duration::ZERO));
+        let mut first = Vec::new();
+        let mut id = 1;
+        while log.stats().current_index == 1 {
+            if log.append(&put(id, "some body")).unwrap() == 1 {
+                first.push(id);
+            }
+            id += 1;
+        }
+        for &id in &first {
+            assert_ne!(log.append(&put(id, "some body")).unwrap(), 1);
+            log.release(1, 0);
+        }
+        (dir, fs, log)
+    }
+
+    #[test]
+    fn a_segment_is_deleted_only_once_the_moved_jobs_are_synced() {
+        let (dir, fs, mut log) = log_with_a_dead_first_segment("gc-sync");
+        let syncs = fs.faults.syncs();
+        assert_eq!(log.collect_garbage(usize::MAX), 1);
+        assert!(
+            fs.faults.syncs() > syncs,
+            "deleted without syncing the moved jobs"
+        );
+        assert!(!segment::path(&dir, 1).exists());
+
+        // If that sync fails, the old copies stay.
+        let (dir, fs, mut log) = log_with_a_dead_first_segment("gc-sync-fails");
+        fs.faults.fail_syncs(true);
+        assert_eq!(log.collect_garbage(usize::MAX), 0);
+        assert!(segment::path(&dir, 1).exists());
     }
 }
