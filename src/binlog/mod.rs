@@ -5,6 +5,7 @@
 //! visible, so a change that cannot be logged is refused with an error reply
 //! instead of being acknowledged and lost. Byte format: see protocol.md.
 
+mod direct;
 pub mod fs;
 mod mapped;
 pub mod record;
@@ -61,7 +62,14 @@ pub fn open(
     policy: SyncPolicy,
     skip_corrupt: bool,
 ) -> io::Result<(Binlog, Recovered)> {
-    open_with(Arc::new(RealFs), dir, max_size, policy, skip_corrupt)
+    // Under -f 0 every reply waits for its sync: direct writes are cheaper
+    // there (see direct.rs); other policies rely on the page cache.
+    let fs: Arc<dyn Storage> = if policy == SyncPolicy::Every(std::time::Duration::ZERO) {
+        Arc::new(direct::DirectFs)
+    } else {
+        Arc::new(RealFs)
+    };
+    open_with(fs, dir, max_size, policy, skip_corrupt)
 }
 
 /// [`open`] writing through `fs` (tests inject faults this way).
