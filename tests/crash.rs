@@ -5,6 +5,9 @@
 //! once with its body, no job acknowledged DELETED is back, nothing appears
 //! that nobody put, and ids are never reused. Segments are small (`-s 8192`),
 //! so kills also land during rotation, compaction and segment deletion.
+//! Run twice: on the default single-threaded runtime (the fsync inline) and
+//! with `--threads 2` (the fsync on the binlog's syncer thread, while other
+//! connections append).
 //!
 //! A few cycles by default (a few seconds); `STALKD_CRASH_CYCLES=N` runs N,
 //! `STALKD_CRASH_SEED=S` replays a run's random choices (the seed is printed).
@@ -32,7 +35,8 @@ struct Server {
 }
 
 impl Server {
-    fn start(dir: &Path, log: &Path) -> Server {
+    /// `extra`: more flags, after the usual ones.
+    fn start(dir: &Path, log: &Path, extra: &[&str]) -> Server {
         for _ in 0..20 {
             let port = free_port();
             let stderr = std::fs::OpenOptions::new()
@@ -53,6 +57,7 @@ impl Server {
                     "-s",
                     "8192",
                 ])
+                .args(extra)
                 .arg("-b")
                 .arg(dir)
                 .stdin(Stdio::null())
@@ -345,6 +350,17 @@ fn scratch_dir(name: &str) -> PathBuf {
 
 #[test]
 fn acknowledged_jobs_survive_kill_9() {
+    crash_cycles("root", &[]);
+}
+
+/// With a multi-threaded runtime the fsyncs run on the binlog's syncer
+/// thread, concurrently with appends.
+#[test]
+fn acknowledged_jobs_survive_kill_9_with_a_syncer_thread() {
+    crash_cycles("threads", &["--threads", "2"]);
+}
+
+fn crash_cycles(name: &str, extra: &[&str]) {
     let cycles: u32 = std::env::var("STALKD_CRASH_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -360,13 +376,13 @@ fn acknowledged_jobs_survive_kill_9() {
         });
     println!("crash test: {cycles} cycles, STALKD_CRASH_SEED={seed}");
     let mut rng = Rng(seed | 1);
-    let root = scratch_dir("root");
+    let root = scratch_dir(name);
     let dir = root.join("binlog");
     std::fs::create_dir(&dir).unwrap();
     let log = root.join("stderr.log");
 
     let mut ledger = Ledger::default();
-    let mut server = Server::start(&dir, &log);
+    let mut server = Server::start(&dir, &log, extra);
     let mut checked = 0;
     let started = Instant::now();
     for cycle in 0..cycles {
@@ -397,7 +413,7 @@ fn acknowledged_jobs_survive_kill_9() {
             .into_inner()
             .unwrap();
         let acked = ledger.acked.len();
-        server = Server::start(&dir, &log);
+        server = Server::start(&dir, &log, extra);
         let live = verify(server.port, &mut ledger, cycle);
         checked += live;
         println!(
@@ -423,7 +439,7 @@ fn a_second_server_on_the_same_directory_exits_with_a_clear_error() {
     let root = scratch_dir("lock");
     let dir = root.join("binlog");
     std::fs::create_dir(&dir).unwrap();
-    let first = Server::start(&dir, &root.join("first.log"));
+    let first = Server::start(&dir, &root.join("first.log"), &[]);
     let out = Command::new(env!("CARGO_BIN_EXE_stalkd"))
         .args(["-l", "127.0.0.1", "-p", &free_port().to_string(), "-b"])
         .arg(&dir)

@@ -15,12 +15,18 @@
 //! Invariants: `pending` holds the segment's bytes from `base` (a block
 //! boundary) to its end; everything before `base` is on disk. The partial
 //! block at the end stays in `pending` after a sync, so the next sync
-//! rewrites it whole. Syncs are serialized; appends may run during one.
+//! rewrites it whole. Syncs are serialized (the `disk` lock, always taken
+//! before `tail`); appends may run during one. A failed write leaves the
+//! disk in an unknown state past what was synced, so it breaks the segment:
+//! every later call fails and the writer stops the log, as after a failed
+//! fsync. A record that would end past the reserve extends the reserve
+//! first, so a full disk fails that record alone, as with a mapped segment.
 //!
 //! What a kill -9 loses: records not yet synced. Under `-f 0` none of them
 //! has been acknowledged; reads (a `reserve` of a job whose put is still
 //! being synced) may have seen them, as they may after a power cut with any
-//! page-cache log. Compaction syncs before it deletes a segment (see
+//! page-cache log. Closing a segment does not write them either (an orderly
+//! shutdown syncs first). Compaction syncs before it deletes a segment (see
 //! `Binlog::collect_garbage`), so moved jobs are on disk first.
 
 use super::fs::{RealFs, SegmentFile, Storage};
@@ -43,7 +49,8 @@ const ZERO_STEP: u64 = 1 << 20;
 const MAX_PENDING: usize = 8 << 20;
 
 /// Segments written with direct I/O where the file system allows it (the
-/// storage of `-f 0`); elsewhere (tmpfs, no fallocate) as [`RealFs`] does.
+/// storage of `-f 0`); elsewhere (no `O_DIRECT` or no fallocate) as
+/// [`RealFs`] does.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DirectFs;
 
@@ -52,11 +59,18 @@ impl Storage for DirectFs {
         if reserve == 0 {
             return RealFs.create(path, reserve);
         }
-        match DirectFile::create(path, reserve) {
+        // Errors creating the file (it exists, no room) are the caller's.
+        let plain = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(path)?;
+        match DirectFile::new(plain, path, reserve) {
             Ok(file) => Ok(Box::new(file)),
             Err(e) => {
                 tracing::debug!("{}: no direct I/O ({e}); mapping", path.display());
-                let _ = std::fs::remove_file(path);
+                // Ours, just created: start again the page-cache way.
+                std::fs::remove_file(path)?;
                 RealFs.create(path, reserve)
             }
         }
@@ -81,27 +95,38 @@ pub struct DirectFile {
 struct Shared {
     /// Opened `O_DIRECT | O_DSYNC`: a write returns once it is on disk.
     direct: File,
-    /// A plain handle, for the trim on close.
+    /// A plain handle, to extend the reserve and trim it on close.
     plain: File,
-    /// Bytes reserved with fallocate.
+    /// Bytes first reserved; zeros are written ahead only inside them.
     cap: u64,
     tail: Mutex<Tail>,
-    /// Held for the whole of a sync: one at a time, in order.
+    /// Held for the whole of a sync (and of a cut): one at a time, in order.
     disk: Mutex<Disk>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Tail {
     /// File offset of `pending[0]`, a multiple of [`BLOCK`].
     base: u64,
     pending: Vec<u8>,
     /// Bytes of the segment known to be on disk.
     synced: u64,
+    /// Bytes reserved with fallocate (`cap`, or more for a record past it).
+    reserved: u64,
+    /// A write failed: what is on disk past `synced` is unknown.
+    broken: bool,
 }
 
 impl Tail {
     fn len(&self) -> u64 {
         self.base + self.pending.len() as u64
+    }
+
+    fn check(&self) -> io::Result<()> {
+        if self.broken {
+            return Err(io::Error::other("an earlier write to this segment failed"));
+        }
+        Ok(())
     }
 }
 
@@ -114,17 +139,10 @@ struct Disk {
 }
 
 impl DirectFile {
-    fn create(path: &Path, cap: u64) -> io::Result<DirectFile> {
-        let plain = OpenOptions::new()
-            .create_new(true)
-            .read(true)
-            .write(true)
-            .open(path)?;
-        let len = libc::off_t::try_from(cap).map_err(|_| io::Error::other("segment too large"))?;
-        // SAFETY: plain syscall on an fd we own.
-        if unsafe { libc::fallocate(plain.as_raw_fd(), 0, 0, len) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+    /// Takes over `plain`, the newly created, empty segment at `path`, and
+    /// reserves `cap` bytes for it.
+    fn new(plain: File, path: &Path, cap: u64) -> io::Result<DirectFile> {
+        reserve(&plain, 0, cap)?;
         let direct = OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
@@ -134,7 +152,13 @@ impl DirectFile {
                 direct,
                 plain,
                 cap,
-                tail: Mutex::new(Tail::default()),
+                tail: Mutex::new(Tail {
+                    base: 0,
+                    pending: Vec::new(),
+                    synced: 0,
+                    reserved: cap,
+                    broken: false,
+                }),
                 disk: Mutex::new(Disk::default()),
             }),
         };
@@ -142,6 +166,18 @@ impl DirectFile {
         file.shared.zero_ahead(&mut file.shared.disk(), 0)?;
         Ok(file)
     }
+}
+
+/// fallocate of `len` bytes from `from`.
+fn reserve(file: &File, from: u64, len: u64) -> io::Result<()> {
+    let too_large = || io::Error::other("segment too large");
+    let from = libc::off_t::try_from(from).map_err(|_| too_large())?;
+    let len = libc::off_t::try_from(len).map_err(|_| too_large())?;
+    // SAFETY: plain syscall on an fd we own.
+    if unsafe { libc::fallocate(file.as_raw_fd(), 0, from, len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Shared {
@@ -154,10 +190,11 @@ impl Shared {
     }
 
     /// Writes every pending byte (the last block padded with zeros) and
-    /// drops the full blocks from memory.
+    /// drops the full blocks from memory. The caller holds `disk`.
     fn flush(&self, disk: &mut Disk) -> io::Result<()> {
         let (base, end) = {
             let tail = self.tail();
+            tail.check()?;
             if tail.len() == tail.synced {
                 return Ok(());
             }
@@ -167,27 +204,36 @@ impl Shared {
             out[n..].fill(0);
             (tail.base, tail.len())
         };
-        let padded = (end - base) as usize;
-        let out = disk.staging.get(padded.next_multiple_of(BLOCK));
-        self.direct.write_all_at(out, base)?;
+        let padded = ((end - base) as usize).next_multiple_of(BLOCK);
+        if let Err(e) = self.direct.write_all_at(disk.staging.get(padded), base) {
+            self.tail().broken = true;
+            return Err(e);
+        }
         {
+            // Nothing cut `pending` meanwhile: cuts take `disk` too.
             let mut tail = self.tail();
-            tail.synced = tail.synced.max(end);
+            tail.synced = end;
             let keep_from = end / BLOCK as u64 * BLOCK as u64;
             let written = (keep_from - tail.base) as usize;
             tail.pending.drain(..written);
             tail.base = keep_from;
         }
-        self.zero_ahead(disk, end)
+        if let Err(e) = self.zero_ahead(disk, end) {
+            self.tail().broken = true;
+            return Err(e);
+        }
+        Ok(())
     }
 
-    /// Keeps at least half a [`ZERO_STEP`] of written zeros past `end`.
+    /// Keeps at least half a [`ZERO_STEP`] of written zeros past `end`,
+    /// inside the first reserve.
     fn zero_ahead(&self, disk: &mut Disk, end: u64) -> io::Result<()> {
+        let limit = self.cap / BLOCK as u64 * BLOCK as u64;
         let from = disk.zeroed_to.max(end.next_multiple_of(BLOCK as u64));
-        if from >= self.cap || from >= end + ZERO_STEP / 2 {
+        if from >= limit || from >= end + ZERO_STEP / 2 {
             return Ok(());
         }
-        let to = (from + ZERO_STEP).min(self.cap.next_multiple_of(BLOCK as u64));
+        let to = (from + ZERO_STEP).min(limit);
         let zeros = disk.staging.get((to - from) as usize);
         zeros.fill(0);
         self.direct.write_all_at(zeros, from)?;
@@ -200,6 +246,12 @@ impl SegmentFile for DirectFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         let over = {
             let mut tail = self.shared.tail();
+            tail.check()?;
+            let end = tail.len() + buf.len() as u64;
+            if end > tail.reserved {
+                reserve(&self.shared.plain, tail.reserved, end - tail.reserved)?;
+                tail.reserved = end;
+            }
             tail.pending.extend_from_slice(buf);
             tail.pending.len() > MAX_PENDING
         };
@@ -210,7 +262,9 @@ impl SegmentFile for DirectFile {
     }
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {
+        let _disk = self.shared.disk();
         let mut tail = self.shared.tail();
+        tail.check()?;
         if len < tail.synced {
             return Err(io::Error::other(
                 "cannot cut a direct-I/O segment below what is on disk",
@@ -234,19 +288,16 @@ impl SegmentFile for DirectFile {
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        // Whatever was appended reaches the file, as with a page-cache
-        // segment; then the reserve is cut off (zeros read as the end of
-        // the log either way).
-        let disk = self.disk.get_mut().unwrap_or_else(|e| e.into_inner());
-        let mut disk = std::mem::take(disk);
-        if let Err(e) = self.flush(&mut disk) {
-            tracing::warn!("cannot write a binlog segment's last records: {e}");
-        }
-        let len = self.tail().len();
-        if len < self.cap {
-            if let Err(e) = self.plain.set_len(len) {
-                tracing::warn!("cannot trim a binlog segment's reserved space: {e}");
-            }
+        // The file keeps what was synced; the unused reserve and the padding
+        // of the last block are cut off (zeros read as the end of the log
+        // either way). Once per segment.
+        let synced = self
+            .tail
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .synced;
+        if let Err(e) = self.plain.set_len(synced) {
+            tracing::warn!("cannot trim a binlog segment's reserved space: {e}");
         }
     }
 }
@@ -284,9 +335,9 @@ mod tests {
         }
     }
 
-    /// A new segment of `cap` bytes with direct I/O, in a directory on a
-    /// disk (older kernels' tmpfs refuses `O_DIRECT`); `None` where no such
-    /// place exists.
+    /// A new segment of `cap` bytes with direct I/O, in a directory whose
+    /// file system takes `O_DIRECT` (older kernels' tmpfs refuses it);
+    /// `None` where none does. Once `O_DIRECT` opens, any failure is a bug.
     fn segment(name: &str, cap: u64) -> Option<(Scratch, PathBuf, DirectFile)> {
         for parent in [PathBuf::from("/var/tmp"), std::env::temp_dir()] {
             let dir = parent.join(format!("stalkd-direct-{name}-{}", std::process::id()));
@@ -294,13 +345,27 @@ mod tests {
             if std::fs::create_dir_all(&dir).is_err() {
                 continue;
             }
+            let scratch = Scratch(dir.clone());
             let path = dir.join("seg");
-            let scratch = Scratch(dir);
-            if let Ok(file) = DirectFile::create(&path, cap) {
-                return Some((scratch, path, file));
+            let probe = OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&path);
+            if probe.is_err() {
+                continue;
             }
+            std::fs::remove_file(&path).unwrap();
+            let plain = OpenOptions::new()
+                .create_new(true)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap();
+            let file = DirectFile::new(plain, &path, cap).expect("a direct-I/O segment");
+            return Some((scratch, path, file));
         }
-        eprintln!("no file system here takes direct I/O; skipped");
+        eprintln!("no file system here takes O_DIRECT; skipped");
         None
     }
 
@@ -371,18 +436,61 @@ mod tests {
     }
 
     #[test]
-    fn closing_writes_what_is_left_and_trims_the_reserve() {
+    fn closing_keeps_what_was_synced_and_trims_the_reserve() {
         let Some((_dir, path, mut f)) = segment("close", 64 << 10) else {
             return;
         };
         let clone = f.try_clone().unwrap();
-        f.write_all(b"synced, ").unwrap();
+        f.write_all(b"synced").unwrap();
         f.sync_data().unwrap();
-        f.write_all(b"not yet").unwrap();
+        f.write_all(b", not acknowledged").unwrap();
         drop(f);
         assert_eq!(on_disk(&path).len(), 64 << 10, "a clone keeps it open");
         drop(clone);
-        assert_eq!(on_disk(&path), b"synced, not yet");
+        // As after a kill: what no sync covered was never acknowledged.
+        assert_eq!(on_disk(&path), b"synced");
+    }
+
+    #[test]
+    fn a_record_past_the_reserve_extends_it_first() {
+        // A reserve that is not a whole number of blocks, as `-s` allows.
+        let Some((_dir, path, mut f)) = segment("extend", 10_000) else {
+            return;
+        };
+        assert_eq!(zeroed_to(&f), 8192, "zeros stay inside the reserve");
+        let big = vec![b'x'; 12_000];
+        f.write_all(&big).unwrap();
+        assert!(
+            on_disk(&path).len() >= 12_000,
+            "reserved before it is written"
+        );
+        f.write_all(b"after").unwrap();
+        f.sync_data().unwrap();
+        assert_eq!(zeroed_to(&f), 8192);
+        drop(f);
+        let disk = on_disk(&path);
+        assert_eq!(disk.len(), 12_005);
+        assert_eq!(&disk[..12_000], &big[..]);
+        assert_eq!(&disk[12_000..], b"after");
+    }
+
+    #[test]
+    fn a_failed_write_breaks_the_segment() {
+        let Some((_dir, path, mut f)) = segment("broken", 64 << 10) else {
+            return;
+        };
+        f.write_all(b"kept").unwrap();
+        f.sync_data().unwrap();
+        // The next write fails: the descriptor cannot write any more.
+        Arc::get_mut(&mut f.shared).unwrap().direct = File::open(&path).unwrap();
+        f.write_all(b" lost").unwrap();
+        assert!(f.sync_data().is_err());
+        // Nothing is known about the disk past the sync: refuse everything.
+        assert!(f.sync_data().is_err());
+        assert!(f.write_all(b"more").is_err());
+        assert!(f.set_len(4).is_err());
+        drop(f);
+        assert_eq!(on_disk(&path), b"kept");
     }
 
     #[test]
