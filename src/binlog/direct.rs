@@ -540,4 +540,77 @@ mod tests {
         f.sync_data().unwrap();
         assert_eq!(&on_disk(&path)[..6], b"kept!\0");
     }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append(usize),
+        Sync,
+        SyncThroughClone,
+        /// Cut back by this many unsynced bytes (at most what there is).
+        Cut(usize),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (1usize..6000).prop_map(Op::Append),
+            2 => Just(Op::Sync),
+            1 => Just(Op::SyncThroughClone),
+            1 => (0usize..3000).prop_map(Op::Cut),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(32),
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Any mix of appends, syncs (from either handle) and cuts, with
+        /// reserves that are and are not whole blocks and records that run
+        /// past them: after each sync the file holds exactly what was
+        /// appended, followed by zeros; after closing, exactly what was synced.
+        #[test]
+        fn the_file_holds_what_was_synced(
+            cap in proptest::sample::select(vec![8192u64, 10_000, 65_536]),
+            ops in proptest::collection::vec(op(), 1..40),
+        ) {
+            let Some((_dir, path, mut f)) = segment("model", cap) else {
+                return Ok(());
+            };
+            let clone = f.try_clone().unwrap();
+            let mut expect: Vec<u8> = Vec::new();
+            let mut synced = 0;
+            for (i, op) in ops.iter().enumerate() {
+                match *op {
+                    Op::Append(n) => {
+                        let record: Vec<u8> = (0..n).map(|k| (i * 31 + k) as u8 | 1).collect();
+                        f.write_all(&record).unwrap();
+                        expect.extend_from_slice(&record);
+                    }
+                    Op::Sync | Op::SyncThroughClone => {
+                        if matches!(op, Op::Sync) {
+                            f.sync_data().unwrap();
+                        } else {
+                            clone.sync_data().unwrap();
+                        }
+                        synced = expect.len();
+                        let disk = on_disk(&path);
+                        proptest::prop_assert_eq!(&disk[..synced], &expect[..]);
+                        let pad = synced.next_multiple_of(BLOCK).min(disk.len());
+                        proptest::prop_assert!(disk[synced..pad].iter().all(|&b| b == 0));
+                    }
+                    Op::Cut(n) => {
+                        let to = expect.len() - n.min(expect.len() - synced);
+                        f.set_len(to as u64).unwrap();
+                        expect.truncate(to);
+                    }
+                }
+            }
+            drop(f);
+            drop(clone);
+            proptest::prop_assert_eq!(on_disk(&path), expect[..synced].to_vec());
+        }
+    }
 }
