@@ -48,6 +48,10 @@ const ZERO_STEP: u64 = 1 << 20;
 /// so a long stretch without syncs (a compaction burst) cannot grow memory.
 const MAX_PENDING: usize = 8 << 20;
 
+/// Capacity the unsynced-records buffer keeps after a sync (more is given
+/// back once a burst is written).
+const KEPT_CAPACITY: usize = 256 << 10;
+
 /// Segments written with direct I/O where the file system allows it (the
 /// storage of `-f 0`); elsewhere (no `O_DIRECT` or no fallocate) as
 /// [`RealFs`] does.
@@ -56,24 +60,7 @@ pub struct DirectFs;
 
 impl Storage for DirectFs {
     fn create(&self, path: &Path, reserve: u64) -> io::Result<Box<dyn SegmentFile>> {
-        if reserve == 0 {
-            return RealFs.create(path, reserve);
-        }
-        // Errors creating the file (it exists, no room) are the caller's.
-        let plain = OpenOptions::new()
-            .create_new(true)
-            .read(true)
-            .write(true)
-            .open(path)?;
-        match DirectFile::new(plain, path, reserve) {
-            Ok(file) => Ok(Box::new(file)),
-            Err(e) => {
-                tracing::debug!("{}: no direct I/O ({e}); mapping", path.display());
-                // Ours, just created: start again the page-cache way.
-                std::fs::remove_file(path)?;
-                RealFs.create(path, reserve)
-            }
-        }
+        create_or_fall_back(path, reserve, DirectFile::new)
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
@@ -82,6 +69,33 @@ impl Storage for DirectFs {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         RealFs.sync_dir(dir)
+    }
+}
+
+/// Creates the segment at `path` with `direct` (the seam for tests), or the
+/// page-cache way where that fails.
+fn create_or_fall_back(
+    path: &Path,
+    reserve: u64,
+    direct: impl FnOnce(File, &Path, u64) -> io::Result<DirectFile>,
+) -> io::Result<Box<dyn SegmentFile>> {
+    if reserve == 0 {
+        return RealFs.create(path, reserve);
+    }
+    // Errors creating the file (it exists, no room) are the caller's.
+    let plain = OpenOptions::new()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(path)?;
+    match direct(plain, path, reserve) {
+        Ok(file) => Ok(Box::new(file)),
+        Err(e) => {
+            tracing::debug!("{}: no direct I/O ({e}); mapping", path.display());
+            // Ours, just created: start again the page-cache way.
+            std::fs::remove_file(path)?;
+            RealFs.create(path, reserve)
+        }
     }
 }
 
@@ -217,11 +231,16 @@ impl Shared {
             let written = (keep_from - tail.base) as usize;
             tail.pending.drain(..written);
             tail.base = keep_from;
+            if tail.pending.capacity() > KEPT_CAPACITY {
+                // A burst is over: hold no more than a usual sync needs.
+                tail.pending.shrink_to(KEPT_CAPACITY);
+            }
         }
         if let Err(e) = self.zero_ahead(disk, end) {
             self.tail().broken = true;
             return Err(e);
         }
+        disk.staging.shrink(ZERO_STEP as usize + BLOCK);
         Ok(())
     }
 
@@ -318,6 +337,13 @@ impl Aligned {
         }
         let off = self.buf.as_ptr().align_offset(BLOCK);
         &mut self.buf[off..off + len]
+    }
+
+    /// Lets go of the memory if it holds more than `keep` bytes.
+    fn shrink(&mut self, keep: usize) {
+        if self.buf.len() > keep {
+            self.buf = Vec::new();
+        }
     }
 }
 
@@ -612,5 +638,35 @@ mod tests {
             drop(clone);
             proptest::prop_assert_eq!(on_disk(&path), expect[..synced].to_vec());
         }
+    }
+
+    #[test]
+    fn where_direct_io_fails_the_segment_is_mapped() {
+        let dir = crate::binlog::test_dir("direct-fallback");
+        let path = dir.join("seg");
+        let refuse = |_: File, _: &Path, _: u64| -> io::Result<DirectFile> {
+            Err(io::Error::from_raw_os_error(libc::EINVAL))
+        };
+        let mut f = create_or_fall_back(&path, 4096, refuse).unwrap();
+        f.write_all(b"mapped").unwrap();
+        // A page-cache segment: the bytes are in the file before any sync.
+        assert_eq!(&on_disk(&path)[..6], b"mapped");
+        drop(f);
+        assert_eq!(on_disk(&path), b"mapped");
+        // A file that is already there is not ours to replace.
+        assert!(create_or_fall_back(&path, 4096, refuse).is_err());
+        assert_eq!(on_disk(&path), b"mapped");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_burst_gives_its_memory_back_once_written() {
+        let Some((_dir, _path, mut f)) = segment("shrink", 16 << 20) else {
+            return;
+        };
+        f.write_all(&vec![3u8; 4 << 20]).unwrap();
+        f.sync_data().unwrap();
+        assert!(f.shared.tail().pending.capacity() <= KEPT_CAPACITY);
+        assert!(f.shared.disk().staging.buf.len() <= ZERO_STEP as usize + BLOCK);
     }
 }
