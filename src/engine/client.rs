@@ -9,9 +9,10 @@
 //! free lists for every connection, and a Client box fills one, where an
 //! inline Client grew the engine's table by 1.6 x 136 bytes a connection.
 
+use super::id_hash::IdMap;
 use super::{Time, TubeIdx};
 use crate::protocol::JobId;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Deref;
 
 /// Clients watching more tubes than this wait in one engine-wide list and
@@ -174,7 +175,7 @@ enum Repr {
 struct Many {
     list: Vec<TubeIdx>,
     /// Each tube's index in `list`.
-    pos: HashMap<TubeIdx, usize>,
+    pos: IdMap<TubeIdx, usize>,
 }
 
 impl Watching {
@@ -199,7 +200,7 @@ impl Watching {
                 let first = *only;
                 self.0 = Repr::Many(Box::new(Many {
                     list: vec![first, t],
-                    pos: HashMap::from([(first, 0), (t, 1)]),
+                    pos: IdMap::from_iter([(first, 0), (t, 1)]),
                 }));
             }
             Repr::Many(m) => {

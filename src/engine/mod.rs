@@ -19,6 +19,7 @@
 
 mod bodies;
 mod client;
+mod id_hash;
 mod job;
 mod journal;
 mod ready;
@@ -34,6 +35,7 @@ use crate::binlog::{JobState, Journal, Record};
 use crate::protocol::{Command, JobId, Priority, PutBody, Reply, Seconds, TubeName};
 use bytes::Bytes;
 use client::{Client, Wait};
+use id_hash::IdMap;
 use job::Count;
 use stats::Counters;
 use std::collections::{BTreeSet, HashMap};
@@ -92,7 +94,7 @@ pub struct Engine {
     /// Boxed: the table then grows by 16 bytes a slot, not a whole Client,
     /// and a boxed Client usually fits in memory the allocator already
     /// holds (see `client.rs`).
-    clients: HashMap<ClientId, Box<Client>>,
+    clients: IdMap<ClientId, Box<Client>>,
     next_client_id: ClientId,
     /// The best ready job of every unpaused tube that has one, so a client
     /// watching many tubes finds its next job without visiting each tube.
@@ -139,7 +141,7 @@ impl Engine {
             free_tube_slots: Vec::new(),
             tube_index: HashMap::new(),
             tube_list: Vec::new(),
-            clients: HashMap::new(),
+            clients: IdMap::default(),
             next_client_id: 1,
             next_seq: 0,
             timers: Timers::default(),

@@ -36,11 +36,11 @@
 //! exactly when `spilled` has its entry.
 
 use super::bodies::BodyArena;
+use super::id_hash::{mix, IdMap};
 use super::job::{Count, Counts, Job, JobCounts};
 use crate::protocol::JobId;
 use bytes::Bytes;
 use hashbrown::HashTable;
-use std::collections::HashMap;
 
 #[derive(Debug, Default)]
 pub struct JobStore {
@@ -49,7 +49,7 @@ pub struct JobStore {
     index: HashTable<u32>,
     bodies: BodyArena,
     /// Counters of the few jobs whose counts outgrew their packed word.
-    spilled: HashMap<JobId, JobCounts>,
+    spilled: IdMap<JobId, JobCounts>,
     /// The next slot a repacking pass in progress visits.
     repack: Option<usize>,
     /// Resizing the slab or the table, if under way.
@@ -107,8 +107,7 @@ const REPACK_STEP: usize = 128;
 /// Job ids are handed out by the server in sequence, never chosen by
 /// clients, so a multiplicative hash spreads them well and cheaply.
 fn hash(id: JobId) -> u64 {
-    let x = u128::from(id) * 0x9e37_79b9_7f4a_7c15;
-    (x as u64) ^ ((x >> 64) as u64)
+    mix(id)
 }
 
 /// Enters `slot`, which holds job `id`, in `table` (the id index, or the
