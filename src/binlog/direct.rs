@@ -37,15 +37,16 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Direct I/O alignment (offsets, lengths and buffer addresses): the page
-/// size, which covers every logical block size in use.
+/// Direct I/O alignment (offsets, lengths and buffer addresses): a multiple
+/// of the usual logical block sizes (512 B, 4 KiB). Where a device needs
+/// more, the first write at creation fails and the segment is mapped.
 const BLOCK: usize = 4096;
 
 /// Zeros are written this far ahead of the records, a step at a time.
 const ZERO_STEP: u64 = 1 << 20;
 
-/// Unsynced bytes past which an append writes out its full blocks at once,
-/// so a long stretch without syncs (a compaction burst) cannot grow memory.
+/// Unsynced bytes past which an append writes them all out at once, so a
+/// long stretch without syncs (a compaction burst) cannot grow memory.
 const MAX_PENDING: usize = 8 << 20;
 
 /// Capacity the unsynced-records buffer keeps after a sync (more is given
