@@ -190,14 +190,20 @@ impl Binlog {
         segment::path(&self.dir, self.current_seq)
     }
 
+    /// fsync of the segment being written; a failure stops the log.
+    fn sync_current(&mut self) -> io::Result<()> {
+        if let Err(e) = self.current.sync_data() {
+            let e = segment::annotate(e, &self.current_path());
+            self.sync.fail(format!("fsync failed: {e}"));
+            return Err(e);
+        }
+        Ok(())
+    }
+
     fn rotate(&mut self) -> io::Result<()> {
         if self.policy != SyncPolicy::Never {
             // The old segment must be durable before we stop tracking it.
-            if let Err(e) = self.current.sync_data() {
-                let e = segment::annotate(e, &self.current_path());
-                self.sync.fail(format!("fsync failed: {e}"));
-                return Err(e);
-            }
+            self.sync_current()?;
         }
         let seq = self.current_seq + 1;
         let file = segment::create(&*self.fs, &self.dir, seq, self.next_job_id, self.max_size)?;
@@ -323,9 +329,7 @@ impl Journal for Binlog {
                 // into records not yet on disk: sync them before their old
                 // copies go, or a crash (a power cut; under -f 0 any kill)
                 // could lose both.
-                if let Err(e) = self.current.sync_data() {
-                    let e = segment::annotate(e, &self.current_path());
-                    self.sync.fail(format!("fsync failed: {e}"));
+                if self.sync_current().is_err() {
                     break;
                 }
             }
@@ -366,11 +370,7 @@ impl Journal for Binlog {
 
     fn sync_now(&mut self) -> io::Result<()> {
         if self.policy != SyncPolicy::Never {
-            if let Err(e) = self.current.sync_data() {
-                let e = segment::annotate(e, &self.current_path());
-                self.sync.fail(format!("fsync failed: {e}"));
-                return Err(e);
-            }
+            self.sync_current()?;
         }
         Ok(())
     }
