@@ -200,6 +200,13 @@ pub enum SyncPolicy {
     Never,
 }
 
+impl SyncPolicy {
+    /// `-f 0`: no reply before its binlog record is synced.
+    pub fn syncs_before_reply(self) -> bool {
+        self == SyncPolicy::Every(Duration::ZERO)
+    }
+}
+
 impl std::fmt::Display for SyncPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

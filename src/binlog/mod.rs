@@ -64,7 +64,7 @@ pub fn open(
 ) -> io::Result<(Binlog, Recovered)> {
     // Under -f 0 every reply waits for its sync: direct writes are cheaper
     // there (see direct.rs); other policies rely on the page cache.
-    let fs: Arc<dyn Storage> = if policy == SyncPolicy::Every(std::time::Duration::ZERO) {
+    let fs: Arc<dyn Storage> = if policy.syncs_before_reply() {
         Arc::new(direct::DirectFs)
     } else {
         Arc::new(RealFs)

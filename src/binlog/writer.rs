@@ -34,7 +34,6 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
 use tokio::sync::watch;
 
 /// Live data held by one segment.
@@ -379,7 +378,7 @@ impl Journal for Binlog {
 impl SyncShared {
     /// Whether replies must wait for the sync of their records.
     pub fn sync_before_reply(&self) -> bool {
-        self.policy == SyncPolicy::Every(Duration::ZERO)
+        self.policy.syncs_before_reply()
     }
 
     /// Why the log refuses writes, if it does.
@@ -569,6 +568,7 @@ pub(crate) mod tests {
     use crate::engine::{JobCounts, State};
     use bytes::Bytes;
     use std::path::{Path, PathBuf};
+    use std::time::Duration;
 
     pub(crate) fn put(id: u64, body: &str) -> Record {
         Record::Put(JobImage {
