@@ -30,9 +30,9 @@
 //! `Binlog::collect_garbage`), so moved jobs are on disk first.
 
 use super::fs::{RealFs, SegmentFile, Storage};
+use super::mapped::reserve;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -181,18 +181,6 @@ impl DirectFile {
         file.shared.zero_ahead(&mut file.shared.disk(), 0)?;
         Ok(file)
     }
-}
-
-/// fallocate of `len` bytes from `from`.
-fn reserve(file: &File, from: u64, len: u64) -> io::Result<()> {
-    let too_large = || io::Error::other("segment too large");
-    let from = libc::off_t::try_from(from).map_err(|_| too_large())?;
-    let len = libc::off_t::try_from(len).map_err(|_| too_large())?;
-    // SAFETY: plain syscall on an fd we own.
-    if unsafe { libc::fallocate(file.as_raw_fd(), 0, from, len) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 impl Shared {

@@ -39,6 +39,20 @@ pub struct MappedFile {
     dropped: usize,
 }
 
+/// Reserves `len` bytes of `file` from `from` (fallocate), so a full disk
+/// shows up here and not when the bytes are written. Direct-I/O segments
+/// reserve their space this way too.
+pub(super) fn reserve(file: &File, from: u64, len: u64) -> io::Result<()> {
+    let too_large = || io::Error::other("segment too large");
+    let from = libc::off_t::try_from(from).map_err(|_| too_large())?;
+    let len = libc::off_t::try_from(len).map_err(|_| too_large())?;
+    // SAFETY: plain syscall on an fd the caller owns.
+    if unsafe { libc::fallocate(file.as_raw_fd(), 0, from, len) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Written pages are dropped from the mapping in steps of this many bytes.
 const DROP_STEP: usize = 1 << 20;
 
@@ -50,12 +64,7 @@ impl MappedFile {
     /// Reserves `cap` bytes for the empty, newly created `file` and maps them.
     pub fn new(file: File, cap: u64) -> io::Result<MappedFile> {
         let fd = file.as_raw_fd();
-        let len = libc::off_t::try_from(cap).map_err(|_| io::Error::other("segment too large"))?;
-        // SAFETY: plain syscall on an fd we own.
-        let r = unsafe { libc::fallocate(fd, 0, 0, len) };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        reserve(&file, 0, cap)?;
         // SAFETY: a fresh shared mapping of `cap` bytes of our own file,
         // which now has at least that size; checked for MAP_FAILED below.
         let map = unsafe {
