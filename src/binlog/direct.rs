@@ -195,20 +195,18 @@ impl Shared {
     /// Writes every pending byte (the last block padded with zeros) and
     /// drops the full blocks from memory. The caller holds `disk`.
     fn flush(&self, disk: &mut Disk) -> io::Result<()> {
-        let (base, end) = {
-            let tail = self.tail();
-            tail.check()?;
-            if tail.len() == tail.synced {
-                return Ok(());
-            }
-            let n = tail.pending.len();
-            let out = disk.staging.get(n.next_multiple_of(BLOCK));
-            out[..n].copy_from_slice(&tail.pending);
-            out[n..].fill(0);
-            (tail.base, tail.len())
-        };
-        let padded = ((end - base) as usize).next_multiple_of(BLOCK);
-        if let Err(e) = self.direct.write_all_at(disk.staging.get(padded), base) {
+        let tail = self.tail();
+        tail.check()?;
+        if tail.len() == tail.synced {
+            return Ok(());
+        }
+        let (base, end, n) = (tail.base, tail.len(), tail.pending.len());
+        let out = disk.staging.get(n.next_multiple_of(BLOCK));
+        out[..n].copy_from_slice(&tail.pending);
+        out[n..].fill(0);
+        // Appends go on during the write; `out` is our copy.
+        drop(tail);
+        if let Err(e) = self.direct.write_all_at(out, base) {
             self.tail().broken = true;
             return Err(e);
         }
@@ -318,8 +316,7 @@ struct Aligned {
 }
 
 impl Aligned {
-    /// `len` aligned bytes: the same memory as the last call when it fits
-    /// (so contents carry over), else fresh zeros.
+    /// `len` aligned bytes (contents unspecified).
     fn get(&mut self, len: usize) -> &mut [u8] {
         if self.buf.len() < len + BLOCK {
             self.buf = vec![0; len + BLOCK];
