@@ -35,7 +35,8 @@ pub enum Frame {
 /// Bodies up to this size (CRLF included) are copied out of the read buffer.
 const COPY_BODIES_UP_TO: usize = 4096;
 
-/// How far ahead of the data we reserve room for a put body.
+/// How far ahead of the data we reserve room for a put body (plus, for the
+/// last stretch of a body, room for the command line after it).
 const BODY_RESERVE_CHUNK: usize = 64 * 1024;
 
 /// The fields of a `put` line, kept while its body is read.
@@ -176,7 +177,15 @@ impl Decoder for Codec {
                 State::Body { put, len } => {
                     if src.len() < len {
                         let missing = len - src.len();
-                        src.reserve(missing.min(BODY_RESERVE_CHUNK));
+                        // Room for the next command line too: a client that
+                        // sends `put` and `reserve` together then has both
+                        // read by one syscall and answered by one write.
+                        let room = if missing <= BODY_RESERVE_CHUNK {
+                            missing + MAX_LINE
+                        } else {
+                            BODY_RESERVE_CHUNK
+                        };
+                        src.reserve(room);
                         return Ok(None);
                     }
                     let raw = src.split_to(len);
@@ -648,6 +657,18 @@ mod tests {
             panic!("expected to be skipping, got {:?}", codec.state);
         };
         assert_eq!(remaining, 4_294_967_297);
+    }
+
+    #[test]
+    fn the_read_that_ends_a_body_has_room_for_the_next_line() {
+        let mut codec = Codec::new(MAX);
+        let mut buf = BytesMut::with_capacity(1024);
+        buf.extend_from_slice(b"put 0 0 1 60000\r\n");
+        buf.extend_from_slice(&[b'x'; 500]);
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        let missing = 60_002 - 500;
+        let spare = buf.capacity() - buf.len();
+        assert!(spare >= missing + MAX_LINE, "{spare}");
     }
 
     #[test]
