@@ -1,7 +1,9 @@
 //! A minimal beanstalkd-protocol client for load generation.
 //!
 //! [`Conn`] queues commands into a write buffer (so a pipelined batch leaves in
-//! one `write`), and reads replies with a deadline on every read. Replies are
+//! one `write`; big bodies are sent from their own buffers, not copied into
+//! it), and reads replies with a deadline on every read, offering each read
+//! room for the biggest reply seen so far. Replies are
 //! parsed strictly into [`Reply`]; the `expect_*` helpers turn a well-formed but
 //! wrong reply into [`BenchError::Unexpected`] (counted, the stream stays in
 //! sync) and anything unparseable into a fatal error.
@@ -20,6 +22,11 @@ use tokio::time::{timeout_at, Instant};
 const MAX_LINE: usize = 1024;
 /// Smallest amount of free buffer space offered to each read.
 const MIN_READ: usize = 4096;
+/// Most free buffer space offered to a read before a reply asks for it.
+const MAX_READ_HINT: usize = 1 << 20;
+/// Bodies at least this long go out from their own buffer: a load generator
+/// that copied each 64 KiB body would run out of CPU before the server.
+const SEND_IN_PLACE: usize = 4096;
 
 /// Default job priority, delay-less TTR used by all scenarios.
 pub const PRI: u32 = 100;
@@ -183,7 +190,12 @@ enum Parsed {
 pub struct Conn {
     stream: TcpStream,
     rbuf: BytesMut,
+    /// Room offered to the first read of a reply: the largest reply yet,
+    /// plus room for a short reply before it.
+    read_hint: usize,
     wbuf: BytesMut,
+    /// Output queued ahead of `wbuf`: big bodies and the text before them.
+    queued: Vec<Bytes>,
     io_timeout: Duration,
 }
 
@@ -198,15 +210,22 @@ impl Conn {
         Ok(Conn {
             stream,
             rbuf: BytesMut::new(),
+            read_hint: MIN_READ,
             wbuf: BytesMut::new(),
+            queued: Vec::new(),
             io_timeout,
         })
     }
 
     /// Queues a `put` with the given body.
-    pub fn put(&mut self, delay: u32, body: &[u8]) {
+    pub fn put(&mut self, delay: u32, body: &Bytes) {
         let _ = write!(self.wbuf, "put {PRI} {delay} {TTR} {}\r\n", body.len());
-        self.wbuf.extend_from_slice(body);
+        if body.len() >= SEND_IN_PLACE {
+            self.queued.push(self.wbuf.split().freeze());
+            self.queued.push(body.clone());
+        } else {
+            self.wbuf.extend_from_slice(body);
+        }
         self.wbuf.extend_from_slice(b"\r\n");
     }
 
@@ -226,15 +245,25 @@ impl Conn {
 
     /// Writes everything queued.
     pub async fn flush(&mut self) -> Result<(), BenchError> {
-        if self.wbuf.is_empty() {
+        if self.wbuf.is_empty() && self.queued.is_empty() {
             return Ok(());
         }
         let deadline = Instant::now() + self.io_timeout;
-        let write = self.stream.write_all(&self.wbuf);
+        if !self.queued.is_empty() {
+            self.queued.push(self.wbuf.split().freeze());
+        }
+        let write = async {
+            if self.queued.is_empty() {
+                self.stream.write_all(&self.wbuf).await
+            } else {
+                write_all_vectored(&mut self.stream, &mut self.queued).await
+            }
+        };
         timeout_at(deadline, write)
             .await
             .map_err(|_| BenchError::Timeout("writing"))??;
         self.wbuf.clear();
+        self.queued.clear();
         Ok(())
     }
 
@@ -250,8 +279,9 @@ impl Conn {
                 Parsed::Done(reply) => return Ok(reply),
                 Parsed::Need(n) => n,
             };
-            let want = need.saturating_sub(self.rbuf.len()).max(MIN_READ);
+            let want = need.saturating_sub(self.rbuf.len()).max(self.read_hint);
             self.rbuf.reserve(want);
+            self.read_hint = self.read_hint.max((need + MIN_READ).min(MAX_READ_HINT));
             let read = self.stream.read_buf(&mut self.rbuf);
             let n = timeout_at(deadline, read)
                 .await
@@ -298,6 +328,40 @@ impl Conn {
         Ok(())
     }
 }
+
+/// Writes all of `parts` with as few `writev` calls as the socket allows.
+async fn write_all_vectored<W>(stream: &mut W, parts: &mut [Bytes]) -> io::Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut first = 0;
+    while first < parts.len() {
+        let slices: Vec<io::IoSlice<'_>> = parts[first..]
+            .iter()
+            .take(IOV_MAX)
+            .map(|p| io::IoSlice::new(p))
+            .collect();
+        let mut n = stream.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let len = parts[first].len().min(n);
+            parts[first].advance(len);
+            n -= len;
+            if parts[first].is_empty() {
+                first += 1;
+            }
+        }
+        while first < parts.len() && parts[first].is_empty() {
+            first += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Most slices one `writev` takes (Linux's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
 
 /// Parses one reply off the front of `buf`, consuming it only when complete.
 fn parse(buf: &mut BytesMut) -> Result<Parsed, BenchError> {
@@ -369,6 +433,26 @@ fn num(word: &str, line: &str) -> Result<u64, BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn vectored_writes_resume_after_partial_writes() {
+        // A 7-byte pipe forces writes that end mid-slice.
+        let (mut tx, mut rx) = tokio::io::duplex(7);
+        let mut parts = vec![
+            Bytes::from_static(b"put 1 2 3 10\r\n"),
+            Bytes::new(),
+            Bytes::from_static(b"0123456789"),
+            Bytes::from_static(b"\r\nreserve\r\n"),
+        ];
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            rx.read_to_end(&mut got).await.map(|_| got)
+        });
+        write_all_vectored(&mut tx, &mut parts).await.unwrap();
+        drop(tx);
+        let got = reader.await.unwrap().unwrap();
+        assert_eq!(got, b"put 1 2 3 10\r\n0123456789\r\nreserve\r\n");
+    }
 
     fn parse_all(bytes: &[u8]) -> Vec<Reply> {
         let mut buf = BytesMut::from(bytes);
