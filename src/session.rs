@@ -19,7 +19,7 @@
 use crate::connection::Connection;
 use crate::engine::ClientId;
 use crate::hub::{Batch, Hub, Step};
-use crate::protocol::{Codec, Command, Frame, Outbox, Reply, MAX_LINE};
+use crate::protocol::{Codec, Command, Frame, Outbox, PutBody, Reply, MAX_LINE};
 use crate::sessions::{Sessions, SlotId};
 use bytes::BytesMut;
 use std::collections::VecDeque;
@@ -37,6 +37,9 @@ const READ_AHEAD_WHILE_WAITING: usize = 64 * 1024;
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Most a fresh read buffer offers on a connection that sends big bodies.
+const MAX_READ_SIZE: usize = 1024 * 1024;
 
 /// Read buffer capacity kept while waiting for the rest of a command.
 const PARTIAL_KEPT: usize = 1024;
@@ -112,6 +115,12 @@ pub struct Session<S> {
     client: ClientId,
     stream: S,
     max_job_size: u32,
+    /// Room a fresh read buffer offers: [`READ_CHUNK`], or, once this
+    /// client has sent a put that did not fit in that, room for such a put
+    /// and the line after it, so the next one arrives in one read. The
+    /// codec copies a body out of a buffer over twice its size, so a
+    /// smaller body read into a big buffer does not pin it.
+    read_size: u32,
     /// Its place in the hub's [`Sessions`], through which shutdown wakes it.
     slot: SlotId,
 }
@@ -126,6 +135,7 @@ impl<S: Connection> Session<S> {
             client,
             stream,
             max_job_size,
+            read_size: READ_CHUNK as u32,
             slot,
         }
     }
@@ -171,6 +181,16 @@ impl<S: Connection> Session<S> {
             loop {
                 let w = work.get_or_insert_with(|| Work::new(self.max_job_size));
                 while let Some(frame) = w.codec.decode(&mut w.input)? {
+                    if let Frame::Command(Command::Put {
+                        body: PutBody::Body(body),
+                        ..
+                    }) = &frame
+                    {
+                        if body.len() > READ_CHUNK {
+                            let put = body.len() + 2 * MAX_LINE;
+                            self.read_size = put.min(MAX_READ_SIZE) as u32;
+                        }
+                    }
                     w.frames.push_back(frame);
                 }
                 if !w.frames.is_empty() {
@@ -260,7 +280,7 @@ impl<S: Connection> Session<S> {
                     .get_or_insert_with(|| Work::new(self.max_job_size))
                     .input;
                 if input.capacity() - input.len() < READ_CHUNK / 4 {
-                    input.reserve(READ_CHUNK);
+                    input.reserve(self.read_size as usize);
                 }
                 let n = match self.stream.try_read_available(input, usize::MAX) {
                     Ok(n) => n,
@@ -381,6 +401,7 @@ impl<S> Drop for Session<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::task::Context;
 
     /// Every connection pays for its task's state, idle or not. tokio
     /// allocates a task (~104 bytes of header and trailer plus this state)
@@ -413,5 +434,81 @@ mod tests {
         );
         println!("session task state: {size} bytes");
         assert!(size <= MAX_TASK_STATE, "session task state is {size} bytes");
+    }
+
+    /// A UNIX stream that records the room each read offered.
+    struct Recording {
+        inner: tokio::net::UnixStream,
+        offers: Arc<std::sync::Mutex<Vec<usize>>>,
+    }
+
+    impl tokio::io::AsyncRead for Recording {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Recording {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    impl Connection for Recording {
+        fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.inner.poll_read_ready(cx)
+        }
+
+        fn try_read_available(&self, buf: &mut BytesMut, limit: usize) -> io::Result<usize> {
+            let offered = buf.capacity() - buf.len();
+            self.offers.lock().unwrap().push(offered);
+            self.inner.try_read_available(buf, limit)
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_big_put_a_fresh_read_has_room_for_the_next_one() {
+        use tokio::io::AsyncReadExt;
+        let (server, mut client) = tokio::net::UnixStream::pair().unwrap();
+        let offers = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let hub = Arc::new(Hub::for_tests());
+        let stream = Recording {
+            inner: server,
+            offers: offers.clone(),
+        };
+        hub.sessions()
+            .spawn(|slot| Session::new(hub.clone(), stream, 65535, slot).run());
+        let body = 40_000;
+        let mut put = format!("put 0 0 10 {body}\r\n").into_bytes();
+        put.resize(put.len() + body, b'x');
+        put.extend_from_slice(b"\r\n");
+        let mut first_reads = Vec::new();
+        for id in 1..=2 {
+            let before = offers.lock().unwrap().len();
+            client.write_all(&put).await.unwrap();
+            let expected = format!("INSERTED {id}\r\n");
+            let mut reply = vec![0; expected.len()];
+            client.read_exact(&mut reply).await.unwrap();
+            assert_eq!(reply, expected.as_bytes());
+            first_reads.push(offers.lock().unwrap()[before]);
+        }
+        assert!(first_reads[0] < body, "{first_reads:?}");
+        assert!(first_reads[1] >= body + 2 + MAX_LINE, "{first_reads:?}");
     }
 }

@@ -188,11 +188,12 @@ impl Decoder for Codec {
                         src.reserve(room);
                         return Ok(None);
                     }
+                    // A body split off the read buffer pins the whole shared
+                    // buffer for as long as the job lives: copy a small one,
+                    // and one that would pin more than twice its size.
+                    let pinned = src.capacity();
                     let raw = src.split_to(len);
-                    // A small body split off the read buffer would pin the whole
-                    // shared buffer for as long as the job lives; an exact copy
-                    // costs less than the memory it frees.
-                    let body = if len <= COPY_BODIES_UP_TO {
+                    let body = if len <= COPY_BODIES_UP_TO || pinned > 2 * len {
                         Bytes::copy_from_slice(&raw)
                     } else {
                         raw.freeze()
@@ -487,8 +488,16 @@ mod tests {
     /// Decodes one put of `len` body bytes; returns the body and whether it
     /// points into the read buffer.
     fn decode_body(len: usize) -> (Bytes, bool) {
+        decode_body_in(len, 0)
+    }
+
+    /// Decodes a put of `len` bytes (and a stats line after it) from a
+    /// buffer with at least `spare` bytes of spare capacity after them.
+    fn decode_body_in(len: usize, spare: usize) -> (Bytes, bool) {
         let mut codec = Codec::new(MAX);
-        let mut buf = BytesMut::from(format!("put 0 0 1 {len}\r\n").as_bytes());
+        let line = format!("put 0 0 1 {len}\r\n");
+        let mut buf = BytesMut::with_capacity(line.len() + len + 9 + spare);
+        buf.extend_from_slice(line.as_bytes());
         let header = buf.len();
         buf.extend_from_slice(&vec![b'x'; len]);
         buf.extend_from_slice(b"\r\nstats\r\n");
@@ -509,6 +518,16 @@ mod tests {
     fn large_put_body_is_split_off_without_copying() {
         let (_, in_buffer) = decode_body(COPY_BODIES_UP_TO);
         assert!(in_buffer, "a large body points into the read buffer");
+    }
+
+    #[test]
+    fn body_is_copied_when_the_buffer_is_more_than_twice_its_size() {
+        let len = 10_000;
+        let (_, in_buffer) = decode_body_in(len, len - 20);
+        assert!(in_buffer, "a buffer under twice the body is kept");
+        let (b, in_buffer) = decode_body_in(len, len + 20);
+        assert!(!in_buffer, "a buffer over twice the body is not pinned");
+        assert_eq!(b.len(), len + 2);
     }
 
     #[test]
