@@ -38,8 +38,11 @@ const READ_AHEAD_WHILE_WAITING: usize = 64 * 1024;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Most a fresh read buffer offers on a connection that sends big bodies.
-const MAX_READ_SIZE: usize = 1024 * 1024;
+/// Most a fresh read buffer offers on a connection that sends big bodies:
+/// enough for a put of the default max job size. Bigger bodies arrive in
+/// several reads anyway (the codec reserves room 64 KiB at a time), and
+/// this stays well under the size malloc maps on its own.
+const MAX_READ_SIZE: usize = 128 * 1024;
 
 /// Read buffer capacity kept while waiting for the rest of a command.
 const PARTIAL_KEPT: usize = 1024;
