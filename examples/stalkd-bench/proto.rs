@@ -335,7 +335,13 @@ where
     W: tokio::io::AsyncWrite + Unpin,
 {
     let mut first = 0;
-    while first < parts.len() {
+    loop {
+        while first < parts.len() && parts[first].is_empty() {
+            first += 1;
+        }
+        if first == parts.len() {
+            return Ok(());
+        }
         let slices: Vec<io::IoSlice<'_>> = parts[first..]
             .iter()
             .take(IOV_MAX)
@@ -353,11 +359,7 @@ where
                 first += 1;
             }
         }
-        while first < parts.len() && parts[first].is_empty() {
-            first += 1;
-        }
     }
-    Ok(())
 }
 
 /// Most slices one `writev` takes (Linux's `IOV_MAX`).
@@ -439,6 +441,7 @@ mod tests {
         // A 7-byte pipe forces writes that end mid-slice.
         let (mut tx, mut rx) = tokio::io::duplex(7);
         let mut parts = vec![
+            Bytes::new(),
             Bytes::from_static(b"put 1 2 3 10\r\n"),
             Bytes::new(),
             Bytes::from_static(b"0123456789"),
@@ -452,6 +455,9 @@ mod tests {
         drop(tx);
         let got = reader.await.unwrap().unwrap();
         assert_eq!(got, b"put 1 2 3 10\r\n0123456789\r\nreserve\r\n");
+        let (mut tx, _rx) = tokio::io::duplex(7);
+        let mut nothing = vec![Bytes::new(), Bytes::new()];
+        write_all_vectored(&mut tx, &mut nothing).await.unwrap();
     }
 
     fn parse_all(bytes: &[u8]) -> Vec<Reply> {
