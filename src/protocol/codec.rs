@@ -15,9 +15,10 @@
 //! * `put`: a body over the max job size is discarded as it streams in
 //!   (`bytes + 2` bytes) and then reported as [`PutBody::TooBig`]; this comes
 //!   before the trailing-text check ([`PutBody::TrailingText`], nothing
-//!   consumed). Otherwise `bytes + 2` bytes are split off the buffer without
-//!   copying and must end in CRLF ([`PutBody::Body`], else
-//!   [`PutBody::ExpectedCrlf`]).
+//!   consumed). Otherwise `bytes + 2` bytes are taken off the buffer and must
+//!   end in CRLF ([`PutBody::Body`], else [`PutBody::ExpectedCrlf`]). They are
+//!   split off without copying unless they are at most 4 KiB or the buffer is
+//!   over twice their size: a stored job never pins a much bigger buffer.
 //! * Input left over at end of stream is dropped.
 
 use super::parse::{parse_line, Parsed};
