@@ -121,7 +121,7 @@ pub struct Session<S> {
     /// Room a fresh read buffer offers: [`READ_CHUNK`], or, once this
     /// client has sent a put that did not fit in that, room for such a put
     /// and the line after it, so the next one arrives in one read. The
-    /// codec copies a body out of a buffer over twice its size, so a
+    /// codec is told it, and copies out a body under half of it, so a
     /// smaller body read into a big buffer does not pin it.
     read_size: u32,
     /// Its place in the hub's [`Sessions`], through which shutdown wakes it.
@@ -183,6 +183,7 @@ impl<S: Connection> Session<S> {
             let mut eof = false;
             loop {
                 let w = work.get_or_insert_with(|| Work::new(self.max_job_size));
+                w.codec.set_read_size(self.read_size as usize);
                 while let Some(frame) = w.codec.decode(&mut w.input)? {
                     if let Frame::Command(Command::Put {
                         body: PutBody::Body(body),

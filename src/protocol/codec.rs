@@ -17,8 +17,9 @@
 //!   before the trailing-text check ([`PutBody::TrailingText`], nothing
 //!   consumed). Otherwise `bytes + 2` bytes are taken off the buffer and must
 //!   end in CRLF ([`PutBody::Body`], else [`PutBody::ExpectedCrlf`]). They are
-//!   split off without copying unless they are at most 4 KiB or the buffer is
-//!   over twice their size: a stored job never pins a much bigger buffer.
+//!   split off without copying unless they are at most 4 KiB or under half
+//!   the caller's read size ([`Codec::set_read_size`]): a stored job never
+//!   pins a buffer much bigger than itself.
 //! * Input left over at end of stream is dropped.
 
 use super::parse::{parse_line, Parsed};
@@ -35,6 +36,9 @@ pub enum Frame {
 
 /// Bodies up to this size (CRLF included) are copied out of the read buffer.
 const COPY_BODIES_UP_TO: usize = 4096;
+
+/// The fresh read buffer size assumed until [`Codec::set_read_size`].
+const DEFAULT_READ_SIZE: u32 = 16 * 1024;
 
 /// How far ahead of the data we reserve room for a put body (plus, for the
 /// last stretch of a body, room for the command line after it).
@@ -76,6 +80,8 @@ enum State {
 #[derive(Debug)]
 pub struct Codec {
     max_job_size: u32,
+    /// Size of a fresh buffer the caller reads into; see [`Codec::set_read_size`].
+    read_size: u32,
     state: State,
 }
 
@@ -84,8 +90,19 @@ impl Codec {
     pub fn new(max_job_size: u32) -> Codec {
         Codec {
             max_job_size,
+            read_size: DEFAULT_READ_SIZE,
             state: State::Line,
         }
+    }
+
+    /// Tells the codec how big a fresh buffer its caller reads into. A body
+    /// under half that size is copied out of the buffer rather than split
+    /// off, so a stored job does not keep a buffer much bigger than itself
+    /// alive. A buffer grown to take a body is sized for it, and one grown
+    /// before a read at most doubles, so what a body pins stays within about
+    /// twice its size (four times in the worst interleaving).
+    pub fn set_read_size(&mut self, bytes: usize) {
+        self.read_size = u32::try_from(bytes).unwrap_or(u32::MAX);
     }
 
     /// Nothing is half decoded: the next byte starts a command line.
@@ -178,23 +195,24 @@ impl Decoder for Codec {
                 State::Body { put, len } => {
                     if src.len() < len {
                         let missing = len - src.len();
-                        // Room for the next command line too: a client that
-                        // sends `put` and `reserve` together then has both
-                        // read by one syscall and answered by one write.
-                        let room = if missing <= BODY_RESERVE_CHUNK {
-                            missing + MAX_LINE
-                        } else {
-                            BODY_RESERVE_CHUNK
-                        };
-                        src.reserve(room);
+                        let spare = src.capacity() - src.len();
+                        if missing > BODY_RESERVE_CHUNK {
+                            src.reserve(BODY_RESERVE_CHUNK);
+                        } else if spare < missing {
+                            // Room for the next command line too: a client
+                            // that sends `put` and `reserve` together then
+                            // has both read by one syscall and answered by one
+                            // write. Only when growing anyway: growing for
+                            // the line alone could double a huge buffer.
+                            src.reserve(missing + MAX_LINE);
+                        }
                         return Ok(None);
                     }
                     // A body split off the read buffer pins the whole shared
                     // buffer for as long as the job lives: copy a small one,
-                    // and one that would pin more than twice its size.
-                    let pinned = src.capacity();
+                    // and one under half a fresh read buffer.
                     let raw = src.split_to(len);
-                    let body = if len <= COPY_BODIES_UP_TO || pinned > 2 * len {
+                    let body = if len <= COPY_BODIES_UP_TO || 2 * len < self.read_size as usize {
                         Bytes::copy_from_slice(&raw)
                     } else {
                         raw.freeze()
@@ -489,16 +507,15 @@ mod tests {
     /// Decodes one put of `len` body bytes; returns the body and whether it
     /// points into the read buffer.
     fn decode_body(len: usize) -> (Bytes, bool) {
-        decode_body_in(len, 0)
+        decode_body_read_in(len, DEFAULT_READ_SIZE as usize)
     }
 
-    /// Decodes a put of `len` bytes (and a stats line after it) from a
-    /// buffer with at least `spare` bytes of spare capacity after them.
-    fn decode_body_in(len: usize, spare: usize) -> (Bytes, bool) {
+    /// Decodes a put of `len` bytes (and a stats line after it) with the
+    /// codec told its caller reads `read_size` bytes at a time.
+    fn decode_body_read_in(len: usize, read_size: usize) -> (Bytes, bool) {
         let mut codec = Codec::new(MAX);
-        let line = format!("put 0 0 1 {len}\r\n");
-        let mut buf = BytesMut::with_capacity(line.len() + len + 9 + spare);
-        buf.extend_from_slice(line.as_bytes());
+        codec.set_read_size(read_size);
+        let mut buf = BytesMut::from(format!("put 0 0 1 {len}\r\n").as_bytes());
         let header = buf.len();
         buf.extend_from_slice(&vec![b'x'; len]);
         buf.extend_from_slice(b"\r\nstats\r\n");
@@ -517,18 +534,31 @@ mod tests {
 
     #[test]
     fn large_put_body_is_split_off_without_copying() {
-        let (_, in_buffer) = decode_body(COPY_BODIES_UP_TO);
+        let (_, in_buffer) = decode_body(DEFAULT_READ_SIZE as usize / 2);
         assert!(in_buffer, "a large body points into the read buffer");
     }
 
     #[test]
-    fn body_is_copied_when_the_buffer_is_more_than_twice_its_size() {
+    fn a_body_under_half_the_read_size_is_copied() {
         let len = 10_000;
-        let (_, in_buffer) = decode_body_in(len, len - 20);
-        assert!(in_buffer, "a buffer under twice the body is kept");
-        let (b, in_buffer) = decode_body_in(len, len + 20);
-        assert!(!in_buffer, "a buffer over twice the body is not pinned");
+        let (_, in_buffer) = decode_body_read_in(len, 2 * (len + 2));
+        assert!(in_buffer, "half the read size or more is split off");
+        let (b, in_buffer) = decode_body_read_in(len, 2 * (len + 2) + 1);
+        assert!(!in_buffer, "under half the read size is copied");
         assert_eq!(b.len(), len + 2);
+    }
+
+    #[test]
+    fn the_room_for_the_next_line_never_grows_a_buffer_the_body_fits_in() {
+        let mut codec = Codec::new(MAX);
+        let line = b"put 0 0 1 60000\r\n";
+        let mut buf = BytesMut::with_capacity(line.len() + 60_002 + 10);
+        buf.extend_from_slice(line);
+        buf.extend_from_slice(&[b'x'; 500]);
+        let (start, capacity) = (buf.as_ptr(), buf.capacity());
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        assert_eq!(buf.as_ptr(), start.wrapping_add(line.len()), "not moved");
+        assert_eq!(buf.capacity(), capacity - line.len());
     }
 
     #[test]
