@@ -19,7 +19,7 @@
 //!   end in CRLF ([`PutBody::Body`], else [`PutBody::ExpectedCrlf`]). They are
 //!   split off without copying unless they are at most 4 KiB or under half
 //!   the caller's read size ([`Codec::set_read_size`]): a stored job never
-//!   pins a buffer much bigger than itself.
+//!   pins a buffer many times its size.
 //! * Input left over at end of stream is dropped.
 
 use super::parse::{parse_line, Parsed};
@@ -95,12 +95,13 @@ impl Codec {
         }
     }
 
-    /// Tells the codec how big a fresh buffer its caller reads into. A body
-    /// under half that size is copied out of the buffer rather than split
-    /// off, so a stored job does not keep a buffer much bigger than itself
-    /// alive. A buffer grown to take a body is sized for it, and one grown
-    /// before a read at most doubles, so what a body pins stays within about
-    /// twice its size (four times in the worst interleaving).
+    /// Tells the codec how big a fresh buffer its caller reads into (the
+    /// largest it has used). A body under half that size is copied out of
+    /// the buffer rather than split off; a bigger one is split off, and if
+    /// its buffer was grown past that size for it, what follows the body is
+    /// moved to a buffer of its own. So a stored body keeps alive a buffer
+    /// a few times its size at most: twice for a fresh buffer, and for one
+    /// grown to take it, what geometric growth leaves over.
     pub fn set_read_size(&mut self, bytes: usize) {
         self.read_size = u32::try_from(bytes).unwrap_or(u32::MAX);
     }
@@ -212,9 +213,18 @@ impl Decoder for Codec {
                     // buffer for as long as the job lives: copy a small one,
                     // and one under half a fresh read buffer.
                     let raw = src.split_to(len);
-                    let body = if len <= COPY_BODIES_UP_TO || 2 * len < self.read_size as usize {
+                    let read_size = self.read_size as usize;
+                    let body = if len <= COPY_BODIES_UP_TO || 2 * len < read_size {
                         Bytes::copy_from_slice(&raw)
                     } else {
+                        if src.capacity() > read_size {
+                            // The rest of a buffer grown for this body: what
+                            // follows moves to a buffer of its own (at most
+                            // one read's worth is copied), so no later body
+                            // is split off this allocation and keeps it
+                            // alive once this job is gone.
+                            *src = BytesMut::from(&src[..]);
+                        }
                         raw.freeze()
                     };
                     self.state = State::Line;
@@ -546,6 +556,30 @@ mod tests {
         let (b, in_buffer) = decode_body_read_in(len, 2 * (len + 2) + 1);
         assert!(!in_buffer, "under half the read size is copied");
         assert_eq!(b.len(), len + 2);
+    }
+
+    #[test]
+    fn what_follows_a_body_in_a_buffer_grown_for_it_moves_out() {
+        let mut codec = Codec::new(1 << 20);
+        let line = b"put 0 0 1 600000\r\n";
+        let mut buf = BytesMut::with_capacity(1 << 20);
+        buf.extend_from_slice(line);
+        buf.extend_from_slice(&[b'x'; 600_000]);
+        buf.extend_from_slice(b"\r\nstats\r\n");
+        let Some(Frame::Command(Command::Put {
+            body: PutBody::Body(b),
+            ..
+        })) = codec.decode(&mut buf).unwrap()
+        else {
+            panic!("expected a put with a body");
+        };
+        assert_eq!(b.len(), 600_002);
+        assert_eq!(&buf[..], b"stats\r\n");
+        assert!(buf.capacity() < 1024, "{}", buf.capacity());
+        assert_eq!(
+            codec.decode(&mut buf).unwrap(),
+            Some(Frame::Command(Command::Stats))
+        );
     }
 
     #[test]
