@@ -19,7 +19,7 @@
 use crate::connection::Connection;
 use crate::engine::ClientId;
 use crate::hub::{Batch, Hub, Step};
-use crate::protocol::{Codec, Command, Frame, Outbox, PutBody, Reply, MAX_LINE};
+use crate::protocol::{Codec, Command, Frame, Outbox, Reply, MAX_LINE};
 use crate::sessions::{Sessions, SlotId};
 use bytes::BytesMut;
 use std::collections::VecDeque;
@@ -37,12 +37,6 @@ const READ_AHEAD_WHILE_WAITING: usize = 64 * 1024;
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
-
-/// Most a fresh read buffer offers on a connection that sends big bodies:
-/// enough for a put of the default max job size. Bigger bodies arrive in
-/// several reads anyway (the codec reserves room 64 KiB at a time), and
-/// this stays well under the size malloc maps on its own.
-const MAX_READ_SIZE: usize = 128 * 1024;
 
 /// Read buffer capacity kept while waiting for the rest of a command.
 const PARTIAL_KEPT: usize = 1024;
@@ -118,11 +112,9 @@ pub struct Session<S> {
     client: ClientId,
     stream: S,
     max_job_size: u32,
-    /// Room a fresh read buffer offers: [`READ_CHUNK`], or, once this
-    /// client has sent a put that did not fit in that, room for the biggest
-    /// such put and the line after it, so the next one arrives in one read.
-    /// The codec is told it, and copies out a body under half of it, so a
-    /// smaller body read into a big buffer does not pin it.
+    /// Room a fresh read buffer offers: [`READ_CHUNK`], or what the codec
+    /// raised it to after a bigger put ([`Codec::read_size`]). Kept here
+    /// because the codec goes with the idle session's buffers.
     read_size: u32,
     /// Its place in the hub's [`Sessions`], through which shutdown wakes it.
     slot: SlotId,
@@ -185,21 +177,9 @@ impl<S: Connection> Session<S> {
                 let w = work.get_or_insert_with(|| Work::new(self.max_job_size));
                 w.codec.set_read_size(self.read_size as usize);
                 while let Some(frame) = w.codec.decode(&mut w.input)? {
-                    if let Frame::Command(Command::Put {
-                        body: PutBody::Body(body),
-                        ..
-                    }) = &frame
-                    {
-                        if body.len() > READ_CHUNK {
-                            // Never lowered: the codec's copy rule must know
-                            // the biggest buffer read into.
-                            let put = (body.len() + 2 * MAX_LINE).min(MAX_READ_SIZE);
-                            self.read_size = self.read_size.max(put as u32);
-                            w.codec.set_read_size(self.read_size as usize);
-                        }
-                    }
                     w.frames.push_back(frame);
                 }
+                self.read_size = w.codec.read_size() as u32;
                 if !w.frames.is_empty() {
                     if w.frames
                         .iter()

@@ -40,6 +40,12 @@ const COPY_BODIES_UP_TO: usize = 4096;
 /// The fresh read buffer size assumed until [`Codec::set_read_size`].
 const DEFAULT_READ_SIZE: u32 = 16 * 1024;
 
+/// Most the read size is raised to after a big put: enough for a put of the
+/// default max job size. Bigger bodies arrive in several reads anyway (room
+/// is reserved 64 KiB at a time), and this stays well under the size malloc
+/// maps on its own.
+const MAX_READ_SIZE: usize = 128 * 1024;
+
 /// How far ahead of the data we reserve room for a put body (plus, for the
 /// last stretch of a body, room for the command line after it).
 const BODY_RESERVE_CHUNK: usize = 64 * 1024;
@@ -104,6 +110,14 @@ impl Codec {
     /// grown to take it, what geometric growth leaves over.
     pub fn set_read_size(&mut self, bytes: usize) {
         self.read_size = u32::try_from(bytes).unwrap_or(u32::MAX);
+    }
+
+    /// How big a fresh read buffer should be: the size set, raised (never
+    /// lowered, see [`Codec::set_read_size`]) after a put that did not fit,
+    /// to room for such a put and the line after it, at most 128 KiB, so
+    /// the next one arrives in one read.
+    pub fn read_size(&self) -> usize {
+        self.read_size as usize
     }
 
     /// Nothing is half decoded: the next byte starts a command line.
@@ -229,6 +243,10 @@ impl Decoder for Codec {
                     };
                     self.state = State::Line;
                     let body = if body.ends_with(b"\r\n") {
+                        if len > DEFAULT_READ_SIZE as usize {
+                            let put = (len + 2 * MAX_LINE).min(MAX_READ_SIZE);
+                            self.read_size = self.read_size.max(put as u32);
+                        }
                         PutBody::Body(body)
                     } else {
                         PutBody::ExpectedCrlf
