@@ -22,6 +22,7 @@ use crate::hub::{Batch, Hub, Step};
 use crate::protocol::{Codec, Command, Frame, Outbox, Reply, MAX_LINE};
 use crate::sessions::{Sessions, SlotId};
 use bytes::BytesMut;
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io;
@@ -40,6 +41,28 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// Read buffer capacity kept while waiting for the rest of a command.
 const PARTIAL_KEPT: usize = 1024;
+
+/// Most spare [`Work`]s a runtime thread keeps.
+const SPARE_WORK: usize = 32;
+
+/// Most frame slots a spare [`Work`] keeps.
+const SPARE_FRAMES: usize = 64;
+
+/// Largest reply buffer a spare [`Work`] keeps.
+const SPARE_REPLY_BUFFER: usize = 4096;
+
+thread_local! {
+    /// The `Work` of sessions that went idle on this thread, for the next
+    /// session that gets input. A depth-1 client goes idle after every
+    /// command; without these, each command paid for a fresh box, frame
+    /// queue, reply buffer and the reply's hand-off to the writer, and freed
+    /// them again. Bounded, and only small buffers are kept, so what they
+    /// hold is a constant of the process, not of its connections.
+    // Boxes, not `Work`s: a session holds its `Work` boxed (so an idle
+    // task holds a null pointer), and the box is what is handed back.
+    #[allow(clippy::vec_box)]
+    static SPARE: RefCell<Vec<Box<Work>>> = const { RefCell::new(Vec::new()) };
+}
 
 /// What a session holds while it has something in hand: input not yet
 /// decoded, a command half decoded, frames not yet applied, replies not yet
@@ -63,6 +86,41 @@ impl Work {
             frames: VecDeque::new(),
             output: Outbox::new(),
         })
+    }
+
+    /// A spare `Work` of this thread if there is one (see [`SPARE`]).
+    fn take(max_job_size: u32) -> Box<Work> {
+        SPARE
+            .try_with(|spare| spare.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .filter(|w| w.codec.max_job_size() == max_job_size)
+            .unwrap_or_else(|| Work::new(max_job_size))
+    }
+
+    /// Hands an idle session's `Work` to this thread's spares, keeping its
+    /// frame queue and reply buffer if they are of ordinary size.
+    ///
+    /// The read buffer is not kept: measured with 5,000 connections that
+    /// each sent one command, keeping it cost 109 bytes more per idle
+    /// connection (847 -> 956), all of it free heap memory: without a 16 KiB
+    /// allocation per connection, glibc no longer sorted and reused the
+    /// fragments that tokio's 128-byte-aligned task and I/O allocations leave
+    /// behind. Its malloc and free are 8% of the user-space instructions the
+    /// spares save.
+    fn give_back(mut self: Box<Work>) {
+        debug_assert!(self.is_idle());
+        self.input = BytesMut::new();
+        if self.frames.capacity() > SPARE_FRAMES {
+            self.frames = VecDeque::new();
+        }
+        self.output.keep_at_most(SPARE_REPLY_BUFFER);
+        let _ = SPARE.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < SPARE_WORK {
+                spare.push(self);
+            }
+        });
     }
 
     /// Nothing received is pending: no input, no frame, no half command.
@@ -174,7 +232,7 @@ impl<S: Connection> Session<S> {
             // every blocking reserve times out at once, then the session ends.
             let mut eof = false;
             loop {
-                let w = work.get_or_insert_with(|| Work::new(self.max_job_size));
+                let w = work.get_or_insert_with(|| Work::take(self.max_job_size));
                 w.codec.set_read_size(self.read_size as usize);
                 while let Some(frame) = w.codec.decode(&mut w.input)? {
                     w.frames.push_back(frame);
@@ -209,7 +267,9 @@ impl<S: Connection> Session<S> {
                                 // hold no buffers meanwhile (input read ahead gets
                                 // one when it arrives).
                                 if w.slim() {
-                                    work = None;
+                                    if let Some(idle) = work.take() {
+                                        idle.give_back();
+                                    }
                                 }
                                 match wait(&mut *self, &mut work).await? {
                                     WaitEnd::Answer(reply) => reply,
@@ -220,7 +280,7 @@ impl<S: Connection> Session<S> {
                                     WaitEnd::Shutdown => return Ok(()),
                                 }
                             };
-                            work.get_or_insert_with(|| Work::new(self.max_job_size))
+                            work.get_or_insert_with(|| Work::take(self.max_job_size))
                                 .output
                                 .push(&answer);
                             // Frames that arrived while blocked are served next.
@@ -248,7 +308,9 @@ impl<S: Connection> Session<S> {
                 if w.slim() {
                     // Idle between commands: hold no buffers while waiting, so an
                     // idle connection costs little more than its task and socket.
-                    work = None;
+                    if let Some(idle) = work.take() {
+                        idle.give_back();
+                    }
                 }
                 // Wait for input or shutdown. Input is looked at first: what
                 // has arrived is answered even once shutdown has begun; only an
@@ -264,7 +326,7 @@ impl<S: Connection> Session<S> {
                     return Ok(());
                 }
                 let input = &mut work
-                    .get_or_insert_with(|| Work::new(self.max_job_size))
+                    .get_or_insert_with(|| Work::take(self.max_job_size))
                     .input;
                 if input.capacity() - input.len() < READ_CHUNK / 4 {
                     input.reserve(self.read_size as usize);
@@ -338,7 +400,7 @@ fn wait<'a, S: Connection>(
             return Poll::Ready(Err(e));
         }
         let input = &mut work
-            .get_or_insert_with(|| Work::new(session.max_job_size))
+            .get_or_insert_with(|| Work::take(session.max_job_size))
             .input;
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK.min(room));
@@ -503,5 +565,52 @@ mod tests {
         for offered in &first_reads[1..] {
             assert!(*offered >= body + 2 + MAX_LINE, "{first_reads:?}");
         }
+    }
+
+    /// Runs `f` on a thread of its own, so the spares start empty.
+    fn on_fresh_thread(f: impl FnOnce() + Send + 'static) {
+        std::thread::spawn(f).join().unwrap();
+    }
+
+    #[test]
+    fn an_idle_sessions_work_serves_the_next_with_its_small_buffers() {
+        on_fresh_thread(|| {
+            let mut w = Work::take(100);
+            w.input.reserve(READ_CHUNK);
+            w.input.extend_from_slice(b"delete 1\r\n");
+            while let Some(frame) = w.codec.decode(&mut w.input).unwrap() {
+                w.frames.push_back(frame);
+            }
+            w.frames.clear();
+            w.output.push(&Reply::Deleted);
+            w.output.clear();
+            let (boxed, frames) = (&*w as *const Work, w.frames.capacity());
+            assert!(w.slim());
+            w.give_back();
+            let w = Work::take(100);
+            assert_eq!(&*w as *const Work, boxed);
+            assert_eq!(w.frames.capacity(), frames);
+            // The read buffer went back to the allocator (see give_back).
+            assert_eq!(w.input.capacity(), 0);
+            // Another server's limit (tests run several) gets its own.
+            w.give_back();
+            assert_eq!(Work::take(200).codec.max_job_size(), 200);
+            assert_eq!(SPARE.with_borrow(|s| s.len()), 0);
+        });
+    }
+
+    #[test]
+    fn a_spare_keeps_no_big_buffer_and_the_spares_are_bounded() {
+        on_fresh_thread(|| {
+            let mut big = Work::take(100);
+            big.frames.reserve(10 * SPARE_FRAMES);
+            big.give_back();
+            assert_eq!(Work::take(100).frames.capacity(), 0);
+
+            for _ in 0..SPARE_WORK + 5 {
+                Work::new(100).give_back();
+            }
+            assert_eq!(SPARE.with_borrow(|s| s.len()), SPARE_WORK);
+        });
     }
 }

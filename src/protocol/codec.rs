@@ -120,6 +120,11 @@ impl Codec {
         self.read_size as usize
     }
 
+    /// The largest job body this codec accepts.
+    pub fn max_job_size(&self) -> u32 {
+        self.max_job_size
+    }
+
     /// Nothing is half decoded: the next byte starts a command line.
     pub fn is_between_frames(&self) -> bool {
         matches!(self.state, State::Line)

@@ -79,6 +79,15 @@ impl Outbox {
         *self = Outbox::default();
     }
 
+    /// Keeps the buffers of an empty outbox for reuse unless they grew past
+    /// `bytes` (a `stats` reply, a run of copied bodies).
+    pub fn keep_at_most(&mut self, bytes: usize) {
+        debug_assert!(self.is_empty());
+        if self.tail.capacity() > bytes || self.pieces.capacity() > MAX_SLICES {
+            self.shrink();
+        }
+    }
+
     /// Writes everything, with as few syscalls as the pieces allow.
     pub async fn write_to<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> io::Result<()> {
         poll_fn(|cx| self.poll_write_to(cx, Pin::new(&mut *w))).await
@@ -92,6 +101,24 @@ impl Outbox {
         cx: &mut Context<'_>,
         mut w: Pin<&mut W>,
     ) -> Poll<io::Result<()>> {
+        if self.pieces.is_empty() {
+            // Small replies only (every reply of a depth-1 client): written
+            // from the tail itself, which keeps its buffer for the next ones
+            // instead of handing it to a piece and allocating anew.
+            while !self.tail.is_empty() {
+                let n = ready!(w.as_mut().poll_write(cx, &self.tail))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                if n == self.tail.len() {
+                    self.tail.clear();
+                } else {
+                    self.tail.advance(n);
+                }
+            }
+            self.len = 0;
+            return Poll::Ready(Ok(()));
+        }
         if !self.tail.is_empty() {
             self.pieces.push_back(self.tail.split().freeze());
         }
@@ -220,6 +247,44 @@ mod tests {
         fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
         }
+    }
+
+    #[test]
+    fn small_replies_resume_where_a_short_write_stopped_and_keep_their_buffer() {
+        let mut out = Outbox::new();
+        let mut expected = BytesMut::new();
+        for id in [1, 22, 333] {
+            out.push(&Reply::Inserted(id));
+            Reply::Inserted(id).encode(&mut expected);
+        }
+        let mut sink = Trickle {
+            got: Vec::new(),
+            stall: false,
+        };
+        drain(&mut out, &mut sink);
+        assert_eq!(sink.got, expected.to_vec());
+        // A full write leaves the buffer in place for the next replies.
+        out.push(&Reply::Deleted);
+        let buffer = out.tail.as_ptr();
+        let mut sink = Vec::new();
+        drain(&mut out, &mut sink);
+        assert_eq!(sink, b"DELETED\r\n");
+        out.push(&Reply::Deleted);
+        assert_eq!(out.tail.as_ptr(), buffer);
+        assert!(out.pieces.is_empty());
+    }
+
+    #[test]
+    fn an_empty_outbox_keeps_its_buffer_unless_it_grew_past_the_bound() {
+        let mut out = Outbox::new();
+        out.push(&Reply::Deleted);
+        drain(&mut out, &mut Vec::new());
+        out.keep_at_most(1024);
+        assert!(out.tail.capacity() >= b"DELETED\r\n".len());
+        out.push(&Reply::Ok(Bytes::from(vec![b'x'; 4096])));
+        drain(&mut out, &mut Vec::new());
+        out.keep_at_most(1024);
+        assert_eq!(out.tail.capacity(), 0);
     }
 
     #[test]
