@@ -150,9 +150,12 @@ impl Codec {
     }
 }
 
-/// Position of the first `\r\n` in `buf`.
+/// Position of the first `\r\n` in `buf`. A bare `\n` does not end a
+/// line: the search goes on past it.
 fn find_crlf(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\r\n")
+    memchr::memchr_iter(b'\n', buf)
+        .find(|&i| i > 0 && buf[i - 1] == b'\r')
+        .map(|i| i - 1)
 }
 
 impl Decoder for Codec {
@@ -408,6 +411,19 @@ mod tests {
             &[bad(), cmd(Command::ListTubeUsed)],
         );
         check(b"\n\r\nstats\r\n", &[unknown(), cmd(Command::Stats)]);
+    }
+
+    #[test]
+    fn the_first_crlf_is_found_past_bare_cr_and_lf() {
+        // Every string of up to 8 bytes over `a`, `\r` and `\n`, against
+        // the plain definition.
+        for len in 0..=8u32 {
+            for n in 0..3usize.pow(len) {
+                let buf: Vec<u8> = (0..len).map(|i| b"a\r\n"[n / 3usize.pow(i) % 3]).collect();
+                let plain = buf.windows(2).position(|w| w == b"\r\n");
+                assert_eq!(find_crlf(&buf), plain, "{buf:?}");
+            }
+        }
     }
 
     /// A line of `n` bytes, CRLF included, made of `use aaa...`.
