@@ -573,6 +573,34 @@ mod tests {
     }
 
     #[test]
+    fn a_session_takes_its_work_from_the_spares_and_gives_it_back_when_idle() {
+        on_fresh_thread(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                use tokio::io::AsyncReadExt;
+                let (server, mut client) = tokio::net::UnixStream::pair().unwrap();
+                let hub = Arc::new(Hub::for_tests());
+                hub.sessions()
+                    .spawn(|slot| Session::new(hub.clone(), server, 65535, slot).run());
+                for _ in 0..3 {
+                    client.write_all(b"delete 1\r\n").await.unwrap();
+                    let mut reply = [0; 11];
+                    client.read_exact(&mut reply).await.unwrap();
+                    assert_eq!(&reply, b"NOT_FOUND\r\n");
+                    // Let the session go idle after its reply.
+                    tokio::task::yield_now().await;
+                    // One spare, used again for each command: a fresh `Work`
+                    // per command would leave one more spare each time.
+                    assert_eq!(SPARE.with_borrow(|s| s.len()), 1);
+                }
+            });
+        });
+    }
+
+    #[test]
     fn an_idle_sessions_work_serves_the_next_with_its_small_buffers() {
         on_fresh_thread(|| {
             let mut w = Work::take(100);

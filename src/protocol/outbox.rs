@@ -80,10 +80,14 @@ impl Outbox {
     }
 
     /// Keeps the buffers of an empty outbox for reuse unless they grew past
-    /// `bytes` (a `stats` reply, a run of copied bodies).
+    /// `bytes` (a `stats` or `list-tubes` reply, a run of copied bodies).
     pub fn keep_at_most(&mut self, bytes: usize) {
         debug_assert!(self.is_empty());
-        if self.tail.capacity() > bytes || self.pieces.capacity() > MAX_SLICES {
+        // The tail's own capacity is only what its view has left: after a
+        // partial write or a split, a big allocation can hide behind a few
+        // bytes. Reclaiming it shows its true size (and fails only if it is
+        // not the tail's alone, which it is once everything is written).
+        if self.tail.try_reclaim(bytes + 1) || self.pieces.capacity() > MAX_SLICES {
             self.shrink();
         }
     }
@@ -285,6 +289,33 @@ mod tests {
         drain(&mut out, &mut Vec::new());
         out.keep_at_most(1024);
         assert_eq!(out.tail.capacity(), 0);
+    }
+
+    #[test]
+    fn a_big_buffer_hidden_behind_a_partial_write_or_a_split_is_not_kept() {
+        let big = || Reply::Ok(Bytes::from(vec![b'x'; 64 * 1024]));
+        // Written 3 bytes at a time: the view shrinks with every write.
+        let mut out = Outbox::new();
+        out.push(&big());
+        let mut sink = Trickle {
+            got: Vec::new(),
+            stall: false,
+        };
+        drain(&mut out, &mut sink);
+        out.keep_at_most(1024);
+        assert_eq!(out.tail.capacity(), 0);
+        // After a body sent by reference, the tail is split off into a piece.
+        let body = Bytes::from([vec![b'y'; BODY_BY_REFERENCE], b"\r\n".to_vec()].concat());
+        out.push(&Reply::Found { id: 1, body });
+        out.push(&big());
+        drain(&mut out, &mut Vec::new());
+        out.keep_at_most(1024);
+        assert_eq!(out.tail.capacity(), 0);
+        // A small buffer stays.
+        out.push(&Reply::Deleted);
+        drain(&mut out, &mut Vec::new());
+        out.keep_at_most(1024);
+        assert!(out.tail.capacity() > 0);
     }
 
     #[test]
