@@ -54,10 +54,12 @@ const SPARE_REPLY_BUFFER: usize = 4096;
 thread_local! {
     /// The `Work` of sessions that went idle on this thread, for the next
     /// session that gets input. A depth-1 client goes idle after every
-    /// command; without these, each command paid for a fresh box, frame
-    /// queue, reply buffer and the reply's hand-off to the writer, and freed
-    /// them again. Bounded, and only small buffers are kept, so what they
-    /// hold is a constant of the process, not of its connections.
+    /// command; without these, each command paid for a fresh box, read
+    /// buffer, frame queue, reply buffer and the reply's hand-off to the
+    /// writer, and freed them again. Bounded, and only buffers of ordinary
+    /// size are kept, so what they hold is a constant of the process, not
+    /// of its connections. (Keeping read buffers relies on glibc's fast bins
+    /// being off, see `server::tune_allocator`.)
     // Boxes, not `Work`s: a session holds its `Work` boxed (so an idle
     // task holds a null pointer), and the box is what is handed back.
     #[allow(clippy::vec_box)]
@@ -99,18 +101,15 @@ impl Work {
     }
 
     /// Hands an idle session's `Work` to this thread's spares, keeping its
-    /// frame queue and reply buffer if they are of ordinary size.
-    ///
-    /// The read buffer is not kept: measured with 5,000 connections that
-    /// each sent one command, keeping it cost 109 bytes more per idle
-    /// connection (847 -> 956), all of it free heap memory: without a 16 KiB
-    /// allocation per connection, glibc no longer sorted and reused the
-    /// fragments that tokio's 128-byte-aligned task and I/O allocations leave
-    /// behind. Its malloc and free are 8% of the user-space instructions the
-    /// spares save.
+    /// buffers only if they are of ordinary size: the read buffer only if it
+    /// is of the default read size (the least any session uses, so the
+    /// codec's copy rule holds for whoever takes it) and its own again (a
+    /// body split off it may still be stored).
     fn give_back(mut self: Box<Work>) {
         debug_assert!(self.is_idle());
-        self.input = BytesMut::new();
+        if !self.input.try_reclaim(READ_CHUNK) || self.input.capacity() > READ_CHUNK {
+            self.input = BytesMut::new();
+        }
         if self.frames.capacity() > SPARE_FRAMES {
             self.frames = VecDeque::new();
         }
@@ -325,10 +324,14 @@ impl<S: Connection> Session<S> {
                 if !readable.await? {
                     return Ok(());
                 }
-                let input = &mut work
-                    .get_or_insert_with(|| Work::take(self.max_job_size))
-                    .input;
-                if input.capacity() - input.len() < READ_CHUNK / 4 {
+                let w = work.get_or_insert_with(|| Work::take(self.max_job_size));
+                let input = &mut w.input;
+                let spare = input.capacity() - input.len();
+                // A fresh read (a spare's buffer is of the default size)
+                // offers the whole read size; one that continues a command,
+                // at least a quarter chunk.
+                let fresh = input.is_empty() && w.codec.is_between_frames();
+                if spare < READ_CHUNK / 4 || (fresh && spare < self.read_size as usize) {
                     input.reserve(self.read_size as usize);
                 }
                 let n = match self.stream.try_read_available(input, usize::MAX) {
@@ -601,7 +604,7 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_sessions_work_serves_the_next_with_its_small_buffers() {
+    fn an_idle_sessions_work_serves_the_next_with_its_buffers() {
         on_fresh_thread(|| {
             let mut w = Work::take(100);
             w.input.reserve(READ_CHUNK);
@@ -613,13 +616,17 @@ mod tests {
             w.output.push(&Reply::Deleted);
             w.output.clear();
             let (boxed, frames) = (&*w as *const Work, w.frames.capacity());
+            let read = w.input.as_ptr() as usize - b"delete 1\r\n".len();
             assert!(w.slim());
             w.give_back();
             let w = Work::take(100);
             assert_eq!(&*w as *const Work, boxed);
             assert_eq!(w.frames.capacity(), frames);
-            // The read buffer went back to the allocator (see give_back).
-            assert_eq!(w.input.capacity(), 0);
+            // The read buffer is reused from its start.
+            assert_eq!(
+                (w.input.as_ptr() as usize, w.input.capacity()),
+                (read, READ_CHUNK)
+            );
             // Another server's limit (tests run several) gets its own.
             w.give_back();
             assert_eq!(Work::take(200).codec.max_job_size(), 200);
@@ -628,12 +635,23 @@ mod tests {
     }
 
     #[test]
-    fn a_spare_keeps_no_big_buffer_and_the_spares_are_bounded() {
+    fn a_spare_keeps_no_big_or_shared_buffer_and_the_spares_are_bounded() {
         on_fresh_thread(|| {
             let mut big = Work::take(100);
             big.frames.reserve(10 * SPARE_FRAMES);
+            big.input.reserve(8 * READ_CHUNK);
             big.give_back();
-            assert_eq!(Work::take(100).frames.capacity(), 0);
+            let mut w = Work::take(100);
+            assert_eq!((w.frames.capacity(), w.input.capacity()), (0, 0));
+
+            // A body split off the read buffer is still stored somewhere:
+            // the buffer is not the spare's to keep.
+            w.input.reserve(READ_CHUNK);
+            w.input.extend_from_slice(&[b'y'; 9000]);
+            let body = w.input.split_to(9000).freeze();
+            w.give_back();
+            assert_eq!(Work::take(100).input.capacity(), 0);
+            drop(body);
 
             for _ in 0..SPARE_WORK + 5 {
                 Work::new(100).give_back();

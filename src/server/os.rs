@@ -39,39 +39,59 @@ const TRIM_THRESHOLD: libc::c_int = 16 << 20;
 /// Allocations at least this big get their own mapping instead of heap memory.
 const MMAP_THRESHOLD: libc::c_int = 1 << 20;
 
-/// Stops glibc from returning freed heap memory to the kernel after every
-/// large free. By default it trims the heap top once 128 KiB are free and maps
-/// anything from 128 KiB up on its own, so a server that receives, stores and
-/// deletes 64 KiB bodies shrinks and regrows its heap with `brk` and
-/// page-faults the new pages in for every few jobs: 7-14% of its CPU with 64
-/// KiB bodies (perf). With fixed thresholds (16 MiB kept, 1 MiB mapped) that
-/// memory is reused. Leaves them alone when the administrator set glibc's
-/// own knobs for them (`MALLOC_TRIM_THRESHOLD_`, `MALLOC_MMAP_THRESHOLD_`,
-/// `MALLOC_TOP_PAD_`, `MALLOC_MMAP_MAX_`, or the same `glibc.malloc.*`
-/// tunables). Returns whether the thresholds were set.
+/// Tunes glibc's malloc for a long-running server, before any thread starts:
+///
+/// * **Fixed thresholds.** By default glibc trims the heap top once 128 KiB
+///   are free and maps anything from 128 KiB up on its own, so a server that
+///   receives, stores and deletes 64 KiB bodies shrinks and regrows its heap
+///   with `brk` and page-faults the new pages in for every few jobs: 7-14% of
+///   its CPU with 64 KiB bodies (perf). With fixed thresholds (16 MiB kept,
+///   1 MiB mapped) that memory is reused.
+/// * **No fast bins.** tokio aligns each connection's task and I/O
+///   registration to 128 bytes, and glibc frees what the alignment skips
+///   as small chunks. In fast bins those are never merged back unless a
+///   large allocation happens to trigger it, so 5,000 idle connections left
+///   109 bytes each of unusable free heap once sessions stopped allocating
+///   a read buffer per command (956 against 830 B of RSS per connection).
+///   Small frees still go through the per-thread cache first: the server's
+///   instructions for 20,000 put/reserve/delete cycles did not change.
+///
+/// Each is left alone when the administrator set glibc's own knobs for it
+/// (`MALLOC_TRIM_THRESHOLD_`, `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TOP_PAD_`,
+/// `MALLOC_MMAP_MAX_`, or the matching `glibc.malloc.*` tunables, among them
+/// `glibc.malloc.mxfast`). Returns whether the thresholds were set.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn tune_allocator() -> bool {
+    if !set_by_admin(&["MXFAST"]) {
+        // SAFETY: mallopt only changes allocator parameters; called before
+        // the runtime starts any thread.
+        unsafe { libc::mallopt(libc::M_MXFAST, 0) };
+    }
     // The knobs of these thresholds (others, such as MALLOC_ARENA_MAX, which
     // containers often set, do not touch them).
-    const KNOBS: [&str; 4] = ["TRIM_THRESHOLD", "MMAP_THRESHOLD", "TOP_PAD", "MMAP_MAX"];
-    let set_by_admin = std::env::vars_os().any(|(k, v)| {
-        let (k, v) = (k.to_string_lossy(), v.to_string_lossy());
-        let tunables = v.to_ascii_lowercase();
-        KNOBS.iter().any(|knob| {
-            k == format!("MALLOC_{knob}_")
-                || (k == "GLIBC_TUNABLES"
-                    && tunables.contains(&format!("glibc.malloc.{}", knob.to_ascii_lowercase())))
-        })
-    });
-    if set_by_admin {
+    if set_by_admin(&["TRIM_THRESHOLD", "MMAP_THRESHOLD", "TOP_PAD", "MMAP_MAX"]) {
         return false;
     }
-    // SAFETY: mallopt only changes allocator parameters; called before the
-    // runtime starts any thread.
+    // SAFETY: as above.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
             && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
     }
+}
+
+/// Whether the environment sets one of glibc's malloc `knobs`, as a
+/// `MALLOC_<KNOB>_` variable or a `glibc.malloc.<knob>` tunable.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn set_by_admin(knobs: &[&str]) -> bool {
+    std::env::vars_os().any(|(k, v)| {
+        let (k, v) = (k.to_string_lossy(), v.to_string_lossy());
+        let tunables = v.to_ascii_lowercase();
+        knobs.iter().any(|knob| {
+            k == format!("MALLOC_{knob}_")
+                || (k == "GLIBC_TUNABLES"
+                    && tunables.contains(&format!("glibc.malloc.{}", knob.to_ascii_lowercase())))
+        })
+    })
 }
 
 /// Other C libraries have their own policies; nothing to tune.
