@@ -18,8 +18,9 @@
 //!   consumed). Otherwise `bytes + 2` bytes are taken off the buffer and must
 //!   end in CRLF ([`PutBody::Body`], else [`PutBody::ExpectedCrlf`]). They are
 //!   split off without copying unless they are at most 4 KiB or under half
-//!   the caller's read size ([`Codec::set_read_size`]): a stored job never
-//!   pins a buffer many times its size.
+//!   the caller's read size ([`Codec::set_read_size`]), and what follows a
+//!   body split off moves to a buffer of its own: a stored job never pins a
+//!   buffer many times its size, nor one anything else uses.
 //! * Input left over at end of stream is dropped.
 
 use super::parse::{parse_line, Parsed};
@@ -103,11 +104,11 @@ impl Codec {
 
     /// Tells the codec how big a fresh buffer its caller reads into (the
     /// largest it has used). A body under half that size is copied out of
-    /// the buffer rather than split off; a bigger one is split off, and if
-    /// its buffer was grown past that size for it, what follows the body is
-    /// moved to a buffer of its own. So a stored body keeps alive a buffer
-    /// a few times its size at most: twice for a fresh buffer, and for one
-    /// grown to take it, what geometric growth leaves over.
+    /// the buffer rather than split off; a bigger one is split off, and what
+    /// follows it is moved to a buffer of its own. So a stored body keeps
+    /// alive a buffer a few times its size at most, and nothing else: twice
+    /// its size for a fresh buffer, and for one grown to take it, what
+    /// geometric growth leaves over.
     pub fn set_read_size(&mut self, bytes: usize) {
         self.read_size = u32::try_from(bytes).unwrap_or(u32::MAX);
     }
@@ -239,14 +240,13 @@ impl Decoder for Codec {
                     let body = if len <= COPY_BODIES_UP_TO || 2 * len < read_size {
                         Bytes::copy_from_slice(&raw)
                     } else {
-                        if src.capacity() > read_size {
-                            // The rest of a buffer grown for this body: what
-                            // follows moves to a buffer of its own (at most
-                            // one read's worth is copied), so no later body
-                            // is split off this allocation and keeps it
-                            // alive once this job is gone.
-                            *src = BytesMut::from(&src[..]);
-                        }
+                        // What follows moves to a buffer of its own (at most
+                        // one read's worth is copied): the body's buffer then
+                        // holds nothing else, no later read or body shares
+                        // it and keeps it alive once this job is gone, and a
+                        // read buffer the session hands on to another
+                        // connection is never a stored job's.
+                        *src = BytesMut::from(&src[..]);
                         raw.freeze()
                     };
                     self.state = State::Line;
@@ -618,6 +618,31 @@ mod tests {
         assert_eq!(
             codec.decode(&mut buf).unwrap(),
             Some(Frame::Command(Command::Stats))
+        );
+    }
+
+    #[test]
+    fn what_follows_a_body_split_off_a_fresh_buffer_moves_out() {
+        let mut codec = Codec::new(MAX);
+        let mut buf = BytesMut::with_capacity(DEFAULT_READ_SIZE as usize);
+        buf.extend_from_slice(b"put 0 0 1 8200\r\n");
+        buf.extend_from_slice(&[b'x'; 8200]);
+        buf.extend_from_slice(b"\r\nstats\r\n");
+        let start = buf.as_ptr() as usize;
+        let end = start + DEFAULT_READ_SIZE as usize;
+        let Some(Frame::Command(Command::Put {
+            body: PutBody::Body(b),
+            ..
+        })) = codec.decode(&mut buf).unwrap()
+        else {
+            panic!("expected a put with a body");
+        };
+        assert!((start..end).contains(&(b.as_ptr() as usize)), "split off");
+        assert_eq!(&buf[..], b"stats\r\n");
+        let rest = buf.as_ptr() as usize;
+        assert!(
+            !(start..end).contains(&rest),
+            "the rest shares the body's buffer"
         );
     }
 
