@@ -34,7 +34,9 @@ fn main() -> ExitCode {
         tracing::warn!("{warning}");
     }
 
-    if server::tune_allocator() {
+    // SAFETY: the runtime is built further down; no thread exists yet
+    // (setting up logging starts none).
+    if unsafe { server::tune_allocator() } {
         tracing::debug!("glibc malloc: heap kept up to 16 MiB, own mappings from 1 MiB");
     }
 

@@ -60,11 +60,15 @@ const MMAP_THRESHOLD: libc::c_int = 1 << 20;
 /// (`MALLOC_TRIM_THRESHOLD_`, `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TOP_PAD_`,
 /// `MALLOC_MMAP_MAX_`, or the matching `glibc.malloc.*` tunables, among them
 /// `glibc.malloc.mxfast`). Returns whether the thresholds were set.
+///
+/// # Safety
+///
+/// No other thread may exist yet: glibc's `mallopt` is not thread-safe.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-pub fn tune_allocator() -> bool {
+pub unsafe fn tune_allocator() -> bool {
     if !set_by_admin(&["MXFAST"]) {
-        // SAFETY: mallopt only changes allocator parameters; called before
-        // the runtime starts any thread.
+        // SAFETY: mallopt only changes allocator parameters, and the caller
+        // guarantees no other thread exists.
         unsafe { libc::mallopt(libc::M_MXFAST, 0) };
     }
     // The knobs of these thresholds (others, such as MALLOC_ARENA_MAX, which
@@ -95,8 +99,12 @@ fn set_by_admin(knobs: &[&str]) -> bool {
 }
 
 /// Other C libraries have their own policies; nothing to tune.
+///
+/// # Safety
+///
+/// None needed here; `unsafe` only to match the glibc version.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn tune_allocator() -> bool {
+pub unsafe fn tune_allocator() -> bool {
     false
 }
 
