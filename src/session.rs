@@ -68,10 +68,10 @@ thread_local! {
 
 /// What a session holds while it has something in hand: input not yet
 /// decoded, a command half decoded, frames not yet applied, replies not yet
-/// written. Boxed, and dropped whenever the connection is idle between
-/// commands: the task of an idle session then holds one null pointer
-/// instead of these (every byte of the task's state is paid by every
-/// connection, idle or not).
+/// written. Boxed, and given up whenever the connection is idle between
+/// commands (to this thread's [`SPARE`]s): the task of an idle session then
+/// holds one null pointer instead of these (every byte of the task's state
+/// is paid by every connection, idle or not).
 #[derive(Debug)]
 struct Work {
     codec: Codec,
