@@ -2,7 +2,7 @@
 //! can inject faults (a short write, a full disk, a failing fsync).
 //!
 //! Production uses [`RealFs`]: segments written through a memory mapping
-//! ([`MappedFile`](super::mapped::MappedFile)) where the file system can
+//! (`MappedFile`) where the file system can
 //! reserve their space, plain appends otherwise. Recovery
 //! reads with `std::fs` directly: it runs once, before any fault matters.
 //! [`FaultyFs`] wraps the real file system and fails on demand; it is public

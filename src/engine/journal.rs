@@ -167,12 +167,12 @@ impl Engine {
     ///
     /// Finding a segment's jobs means a pass over every job slot, so a pass
     /// is spread over batches, with a budget per call: a base slice
-    /// ([`COMPACT_SLOTS`] slots or 1/64 of them, [`COMPACT_MOVE_BYTES`] of
+    /// (`COMPACT_SLOTS` slots or 1/64 of them, `COMPACT_MOVE_BYTES` of
     /// rewritten records), plus two passes' worth of slots and twice the
     /// bytes for every segment's worth the batch itself wrote. The pause is
     /// thus short and in proportion to the batch, and compaction still keeps
     /// up with any writer. Dead segments are deleted at the pace new ones are
-    /// started, plus [`DELETIONS_PER_CALL`]: each costs an unlink and, unless
+    /// started, plus `DELETIONS_PER_CALL`: each costs an unlink and, unless
     /// `-F`, a directory fsync.
     pub fn maintain_journal(&mut self) {
         let Some(journal) = self.journal.as_ref() else {
