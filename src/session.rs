@@ -19,7 +19,7 @@
 use crate::connection::Connection;
 use crate::engine::ClientId;
 use crate::hub::{Batch, Hub, Step};
-use crate::protocol::{Codec, Command, Frame, Outbox, Reply, MAX_LINE};
+use crate::protocol::{Codec, Command, Frame, Outbox, Reply, DEFAULT_READ_SIZE, MAX_LINE};
 use crate::sessions::{Sessions, SlotId};
 use bytes::BytesMut;
 use std::cell::RefCell;
@@ -36,8 +36,10 @@ use tokio_util::codec::Decoder;
 /// reading until the reserve is answered.
 const READ_AHEAD_WHILE_WAITING: usize = 64 * 1024;
 
-/// Read buffer growth step.
-const READ_CHUNK: usize = 16 * 1024;
+/// Read buffer growth step, and the size of a fresh read buffer until a
+/// big put raises it (the codec's, so both agree on what a default read
+/// buffer is).
+const READ_CHUNK: usize = DEFAULT_READ_SIZE;
 
 /// Read buffer capacity kept while waiting for the rest of a command.
 const PARTIAL_KEPT: usize = 1024;

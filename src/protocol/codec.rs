@@ -38,8 +38,10 @@ pub enum Frame {
 /// Bodies up to this size (CRLF included) are copied out of the read buffer.
 const COPY_BODIES_UP_TO: usize = 4096;
 
-/// The fresh read buffer size assumed until [`Codec::set_read_size`].
-const DEFAULT_READ_SIZE: u32 = 16 * 1024;
+/// The size of a fresh read buffer until a big put raises it: what the
+/// session reads into, and what the codec assumes until
+/// [`Codec::set_read_size`].
+pub const DEFAULT_READ_SIZE: usize = 16 * 1024;
 
 /// Most the read size is raised to after a big put: enough for a put of the
 /// default max job size. Bigger bodies arrive in several reads anyway (room
@@ -97,7 +99,7 @@ impl Codec {
     pub fn new(max_job_size: u32) -> Codec {
         Codec {
             max_job_size,
-            read_size: DEFAULT_READ_SIZE,
+            read_size: DEFAULT_READ_SIZE as u32,
             state: State::Line,
         }
     }
@@ -251,7 +253,7 @@ impl Decoder for Codec {
                     };
                     self.state = State::Line;
                     let body = if body.ends_with(b"\r\n") {
-                        if len > DEFAULT_READ_SIZE as usize {
+                        if len > DEFAULT_READ_SIZE {
                             let put = (len + 2 * MAX_LINE).min(MAX_READ_SIZE);
                             self.read_size = self.read_size.max(put as u32);
                         }
@@ -556,7 +558,7 @@ mod tests {
     /// Decodes one put of `len` body bytes; returns the body and whether it
     /// points into the read buffer.
     fn decode_body(len: usize) -> (Bytes, bool) {
-        decode_body_read_in(len, DEFAULT_READ_SIZE as usize)
+        decode_body_read_in(len, DEFAULT_READ_SIZE)
     }
 
     /// Decodes a put of `len` bytes (and a stats line after it) with the
@@ -583,7 +585,7 @@ mod tests {
 
     #[test]
     fn large_put_body_is_split_off_without_copying() {
-        let (_, in_buffer) = decode_body(DEFAULT_READ_SIZE as usize / 2);
+        let (_, in_buffer) = decode_body(DEFAULT_READ_SIZE / 2);
         assert!(in_buffer, "a large body points into the read buffer");
     }
 
@@ -624,12 +626,12 @@ mod tests {
     #[test]
     fn what_follows_a_body_split_off_a_fresh_buffer_moves_out() {
         let mut codec = Codec::new(MAX);
-        let mut buf = BytesMut::with_capacity(DEFAULT_READ_SIZE as usize);
+        let mut buf = BytesMut::with_capacity(DEFAULT_READ_SIZE);
         buf.extend_from_slice(b"put 0 0 1 8200\r\n");
         buf.extend_from_slice(&[b'x'; 8200]);
         buf.extend_from_slice(b"\r\nstats\r\n");
         let start = buf.as_ptr() as usize;
-        let end = start + DEFAULT_READ_SIZE as usize;
+        let end = start + DEFAULT_READ_SIZE;
         let Some(Frame::Command(Command::Put {
             body: PutBody::Body(b),
             ..

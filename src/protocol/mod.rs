@@ -11,7 +11,7 @@ pub mod outbox;
 pub mod parse;
 pub mod reply;
 
-pub use codec::{Codec, Frame};
+pub use codec::{Codec, Frame, DEFAULT_READ_SIZE};
 pub use command::{Command, JobId, Priority, PutBody, Seconds, TubeName};
 pub use outbox::Outbox;
 pub use reply::Reply;
